@@ -1,0 +1,194 @@
+"""Video decoding (decord or PyAV) and h264 writing; every failure is a DataError that names the file.
+
+A video is decoded once, whole, into a uint8 (T, H, W, 3) array: random-access clip reads are slow with both
+libraries, a sequential decode is fast, so clips are sampled from memory later (see :mod:`pmgflow.data.video`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pmgflow.errors import DataError
+
+# Frames resized per call: bounds the float32 copy a resize needs on long, large videos.
+_CHUNK = 64
+
+
+def available_backends() -> list[str]:
+    """Installed decoding backends, preferred first ("decord", then "pyav")."""
+    names = {"decord": "decord", "pyav": "av"}
+    return [name for name, module in names.items() if importlib.util.find_spec(module) is not None]
+
+
+def short_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) with the short side equal to `size` and the aspect ratio kept (long side rounded)."""
+    if height <= width:
+        return size, max(size, round(width * size / height))
+    return max(size, round(height * size / width)), size
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize uint8 (T, H, W, 3) frames with antialiased bilinear filtering (the same for every backend)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    out = np.empty((len(frames), height, width, 3), np.uint8)
+    for i in range(0, len(frames), _CHUNK):
+        x = torch.from_numpy(np.ascontiguousarray(frames[i : i + _CHUNK])).permute(0, 3, 1, 2).float()
+        y = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        out[i : i + _CHUNK] = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
+
+
+def _resize_to(chunks: list[np.ndarray], size: int | None) -> np.ndarray:
+    """Concatenate decoded chunks, resizing each so the short side is `size` (memory stays at the output's)."""
+    if not chunks:
+        raise ValueError("no video frames decoded (empty or truncated file)")
+    if size is not None:
+        h, w = short_side_shape(*chunks[0].shape[1:3], size)
+        chunks = [resize_frames(c, h, w) for c in chunks]
+    return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def _read_decord(path: Path, size: int | None) -> np.ndarray:
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    n = len(reader)
+    chunks = [reader.get_batch(list(range(i, min(i + _CHUNK, n)))).asnumpy() for i in range(0, n, _CHUNK)]
+    if chunks and chunks[0].shape[-1] != 3:
+        # decord mislabels the pixel layout of some frame sizes; let the caller fall back to PyAV.
+        raise ValueError(f"decord returned {chunks[0].shape[-1]} channels")
+    return _resize_to(chunks, size)
+
+
+def _read_pyav(path: Path, size: int | None) -> np.ndarray:
+    import av
+
+    chunks: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        for frame in container.decode(stream):
+            pending.append(frame.to_ndarray(format="rgb24"))
+            if len(pending) == _CHUNK:
+                chunks.append(np.stack(pending))
+                pending = []
+    if pending:
+        chunks.append(np.stack(pending))
+    return _resize_to(chunks, size)
+
+
+_BACKENDS: dict[str, Callable[[Path, int | None], np.ndarray]] = {"decord": _read_decord, "pyav": _read_pyav}
+
+
+def _reason(exc: BaseException) -> str:
+    """A library's error message in one line, without errno numbers or decord's C++ log prefix."""
+    if isinstance(getattr(exc, "strerror", None), str):
+        return exc.strerror
+    lines = str(exc).strip().splitlines()
+    return re.sub(r"^\[[\d:]+\] \S+: ", "", lines[0]) if lines else type(exc).__name__
+
+
+def read_video(path: str | Path, *, size: int | None = None, backend: str = "auto") -> np.ndarray:
+    """Decode a whole video to uint8 (T, H, W, 3), short side resized to `size` when given.
+
+    `backend` is "decord", "pyav" or "auto" (decord when installed, PyAV when decord fails or is missing:
+    decord cannot read Theora .ogv or GIF). A missing, empty, corrupt or unreadable file raises DataError.
+    """
+    path = Path(path)
+    installed = available_backends()
+    if backend == "auto":
+        order = installed
+    elif backend in _BACKENDS:
+        if backend not in installed:
+            raise DataError(f"video backend {backend!r} is not installed (installed: {', '.join(installed) or 'none'})")
+        order = [backend]
+    else:
+        raise DataError(f"unknown video backend {backend!r}; expected 'auto' or one of {', '.join(_BACKENDS)}")
+    if not order:
+        raise DataError("no video backend installed: pip install av (or decord on x86_64)")
+    if not path.is_file():
+        raise DataError(f"{path}: video file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: cannot read video (empty file)")
+    reasons = []
+    for name in order:
+        try:
+            return _BACKENDS[name](path, size)
+        except Exception as exc:  # each library raises its own types; all mean "this backend cannot read it"
+            reasons.append(f"{name}: {_reason(exc)}")
+    raise DataError(f"{path}: cannot read video ({'; '.join(reasons)})")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Stream metadata of a video file (frames may be 0 when the container does not record it)."""
+
+    frames: int
+    height: int
+    width: int
+    fps: float
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    """Read a video's stream metadata without decoding it (PyAV); an unreadable file raises DataError."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: video file not found")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or 0
+            return VideoInfo(int(stream.frames or 0), stream.height, stream.width, float(rate))
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read video ({_reason(exc)})") from None
+
+
+def write_video(path: str | Path, frames: np.ndarray, *, fps: float = 25.0, crf: int = 18) -> Path:
+    """Write uint8 (T, H, W, 3) frames as an h264 (yuv420p) mp4, atomically (temporary file, then rename).
+
+    yuv420p needs an even height and width. `crf` is x264's quality (0 lossless, 18 visually lossless, 23 default).
+    """
+    import av
+    from fractions import Fraction
+
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"expected uint8 frames of shape (T, H, W, 3) with T > 0, got {frames.dtype} {frames.shape}")
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"h264 yuv420p needs even frame sizes, got {height}x{width}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for image in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

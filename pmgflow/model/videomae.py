@@ -1,0 +1,210 @@
+"""VideoMAE pre-training: tube masking, encoder on visible tokens, narrow decoder, normalized-pixel target, loss.
+
+One method per step of the paper (Tong et al., NeurIPS 2022), matching the reference implementation:
+
+``tube_mask`` -> ``forward_encoder`` (a :class:`VideoViT` on the visible tokens) -> ``forward_decoder`` (mask tokens,
+its own sinusoid table, predicts the masked tubelets only) -> ``forward_loss`` (MSE against ``normalized_target``).
+
+Videos are ``(B, 3, T, H, W)`` in [0, 1]. Tokens are indexed ``(t * H/p + h) * W/p + w``; a tubelet's pixels are
+flattened in the order (time in tubelet, row, column, channel) with the channel fastest, as the reference and
+Hugging Face transformers' ``VideoMAEForPreTraining`` do, so predictions and checkpoints interoperate.
+
+After pre-training, ``load_encoder(VideoViT(num_classes=K, ...), mae.encoder_state_dict())`` starts fine-tuning;
+only the classifier (``fc_norm``, ``head``) is missing and the pre-training final ``norm`` is unexpected (mean
+pooling + ``fc_norm`` replace it, as in VideoMAE).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from pmgflow.errors import PmgflowError
+from pmgflow.model.vit import LayerNorm, VideoViT, init_linear_layers, sinusoid_table
+
+
+class VideoMAEDecoder(nn.Module):
+    """Narrow pre-norm ViT over all tokens; predicts the pixels of the last ``num_masked`` (the mask tokens)."""
+
+    def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
+                 drop_path_rate: float, out_dim: int):
+        super().__init__()
+        drop_path = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dp, norm_layer=LayerNorm)
+            for dp in drop_path
+        )
+        self.norm = LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, num_masked: int) -> torch.Tensor:
+        """Tokens (B, N, Dd) with the mask tokens last -> pixels (B, num_masked, tubelet * p * p * 3)."""
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, -num_masked:]))
+
+
+class VideoMAE(nn.Module):
+    """VideoMAE: a :class:`VideoViT` ``encoder`` plus the pre-training decoder; ``forward`` returns (loss, pred, mask)."""
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 224,
+        frames: int = 16,
+        tubelet: int = 2,
+        patch: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        decoder_embed_dim: int = 384,
+        decoder_depth: int = 4,
+        decoder_num_heads: int = 6,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+    ):
+        super().__init__()
+        self._config = dict(
+            img_size=img_size, frames=frames, tubelet=tubelet, patch=patch, in_chans=in_chans, embed_dim=embed_dim,
+            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate,
+            decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth, decoder_num_heads=decoder_num_heads,
+            mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss,
+        )
+        self.encoder = VideoViT(
+            img_size=img_size, frames=frames, tubelet=tubelet, patch=patch, in_chans=in_chans, embed_dim=embed_dim,
+            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate,
+            num_classes=0,
+        )
+        self.tubelet, self.patch, self.in_chans = tubelet, patch, in_chans
+        self.grid = self.encoder.grid
+        self.num_patches = self.encoder.num_patches
+        per_slice = self.grid[1] * self.grid[2]
+        self.mask_ratio = mask_ratio
+        self.num_masked_per_slice = int(mask_ratio * per_slice)
+        if not 0 < self.num_masked_per_slice < per_slice:
+            raise ValueError(f"mask_ratio {mask_ratio} must mask between 1 and {per_slice - 1} of {per_slice} patches")
+        self.norm_pix_loss = norm_pix_loss
+        self.patch_dim = tubelet * patch * patch * in_chans
+
+        self.encoder_to_decoder = nn.Linear(embed_dim, decoder_embed_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        self.register_buffer("decoder_pos_embed", sinusoid_table(self.num_patches, decoder_embed_dim), persistent=False)
+        self.decoder = VideoMAEDecoder(
+            embed_dim=decoder_embed_dim, depth=decoder_depth, num_heads=decoder_num_heads, mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias, drop_path_rate=drop_path_rate, out_dim=self.patch_dim,
+        )
+        # VideoMAE pre-training initialises every Linear with xavier (fine-tuning heads use trunc normal).
+        init_linear_layers(self, "xavier")
+        trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
+
+    @property
+    def model_config(self) -> dict:
+        """The constructor kwargs that rebuild this model (``VideoMAE(**model.model_config)``)."""
+        return dict(self._config)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Names excluded from weight decay (as VideoMAE: the mask token; 1-D parameters are excluded by timm)."""
+        return {"mask_token"}
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """The encoder's weights, in :class:`VideoViT` names (load with :func:`load_encoder`)."""
+        return self.encoder.state_dict()
+
+    def tube_mask(self, batch_size: int, device: torch.device | str, generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+        """Bool (B, N), True = masked: one random spatial mask per sample, repeated over every time slice.
+
+        Exactly ``int(mask_ratio * H/p * W/p)`` patches are masked per slice, so every sample has the same visible
+        count. ``generator``, if given, must live on ``device``.
+        """
+        t, h, w = self.grid
+        noise = torch.rand(batch_size, h * w, device=device, generator=generator)
+        masked = noise.argsort(dim=1)[:, : self.num_masked_per_slice]
+        spatial = torch.zeros(batch_size, h * w, dtype=torch.bool, device=device).scatter_(1, masked, True)
+        return spatial.repeat(1, t)  # token index = t * h*w + spatial index
+
+    def patchify(self, videos: torch.Tensor) -> torch.Tensor:
+        """Videos (B, C, T, H, W) -> (B, N, tubelet * p * p * C); per token, order (dt, dy, dx, channel)."""
+        b, c = videos.shape[:2]
+        t, h, w = self.grid
+        x = videos.reshape(b, c, t, self.tubelet, h, self.patch, w, self.patch)
+        x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # (b, t, h, w, dt, dy, dx, c)
+        return x.reshape(b, t * h * w, -1)
+
+    def normalized_target(self, videos: torch.Tensor) -> torch.Tensor:
+        """Reconstruction target (B, N, tubelet * p * p * 3) from [0, 1] videos.
+
+        With ``norm_pix_loss``, each channel of each tubelet is normalized over the tubelet's pixels by its mean and
+        unbiased std (eps 1e-6 added to the std), as VideoMAE; otherwise the plain [0, 1] pixels.
+        """
+        patches = self.patchify(videos.float())
+        if not self.norm_pix_loss:
+            return patches
+        b, n, _ = patches.shape
+        per_channel = patches.reshape(b, n, -1, self.in_chans)
+        mean = per_channel.mean(dim=2, keepdim=True)
+        std = per_channel.var(dim=2, unbiased=True, keepdim=True).sqrt()
+        return ((per_channel - mean) / (std + 1e-6)).reshape(b, n, -1)
+
+    def forward_encoder(self, videos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encode only the visible tokens: (B, N_vis, D), in increasing token order."""
+        return self.encoder.forward_features(videos, visible=~mask)
+
+    def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Visible latents (B, N_vis, D) -> predicted pixels of the masked tokens (B, N_mask, patch_dim).
+
+        Predictions follow increasing token index of the masked tokens (the order of ``target[mask]``).
+        """
+        x = self.encoder_to_decoder(latent)
+        b, _, d = x.shape
+        pos = self.decoder_pos_embed.to(x.dtype).expand(b, -1, -1)
+        # Tokens stay in (visible, masked) order; attention is order-free and the positions travel with them.
+        pos_visible = pos[~mask].reshape(b, -1, d)
+        pos_masked = pos[mask].reshape(b, -1, d)
+        x = torch.cat([x + pos_visible, self.mask_token.to(x.dtype) + pos_masked], dim=1)
+        return self.decoder(x, pos_masked.shape[1])
+
+    def forward_loss(self, videos: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error between ``pred`` (B, N_mask, patch_dim) and the target of the masked tokens only."""
+        with torch.no_grad():
+            target = self.normalized_target(videos)
+            target = target[mask].reshape(pred.shape)
+        return F.mse_loss(pred.float(), target)
+
+    def forward(self, videos: torch.Tensor, mask: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Videos (B, 3, T, H, W) in [0, 1] -> (loss, pred (B, N_mask, patch_dim), mask (B, N)); draws a tube mask
+        when none is given."""
+        if mask is None:
+            mask = self.tube_mask(videos.shape[0], videos.device, generator)
+        pred = self.forward_decoder(self.forward_encoder(videos, mask), mask)
+        return self.forward_loss(videos, pred, mask), pred, mask
+
+
+def load_encoder(vit: VideoViT, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load a pre-trained encoder into ``vit``; returns (missing, unexpected) key lists.
+
+    ``state_dict`` is a :class:`VideoViT` state dict or a whole :class:`VideoMAE` one (its ``encoder.`` keys are
+    used, the decoder is ignored). Only the classifier (``fc_norm``, ``head``) may be missing; anything else, or a
+    shape mismatch, raises PmgflowError.
+    """
+    if any(k.startswith("encoder.") for k in state_dict):
+        state_dict = {k[len("encoder."):]: v for k, v in state_dict.items() if k.startswith("encoder.")}
+    own = vit.state_dict()
+    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state_dict.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise PmgflowError(f"pre-trained encoder does not fit this model (different config?): {'; '.join(wrong)}")
+    missing, unexpected = vit.load_state_dict(state_dict, strict=False)
+    not_head = [k for k in missing if not k.startswith(("fc_norm.", "head."))]
+    if not_head:
+        raise PmgflowError(f"pre-trained encoder lacks weights: {', '.join(not_head)}")
+    return list(missing), list(unexpected)

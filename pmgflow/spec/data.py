@@ -1,0 +1,75 @@
+"""Specs of the data: image sources for pre-training and video datasets for fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from pmgflow.spec.base import Spec
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+class ActionsDatasetSpec(Spec):
+    """The embedded procedurally rendered action set, written once in the UCF101 layout (no download)."""
+
+    kind: Literal["actions"] = "actions"
+    classes: int = Field(10, ge=2, le=12, description="Number of actions (the first N of pmgflow.data.actions.ACTIONS).")
+    train_per_class: int = Field(100, ge=1, description="Training videos per action.")
+    test_per_class: int = Field(30, ge=1, description="Test videos per action (drawn from disjoint seeds).")
+    frames: int = Field(32, ge=4, description="Frames per rendered video.")
+    size: int = Field(64, ge=16, description="Rendered frame size in pixels (square).")
+    seed: int = Field(0, description="Base seed; train and test groups use disjoint seeds.")
+    root: Path | None = Field(None, description="Where to write it; default: the cache, named by this spec's hash.")
+
+
+class VideoDatasetSpec(Spec):
+    """A real video dataset in its official layout, set by its root path and split number."""
+
+    kind: Literal["ucf101", "hmdb51", "diving48"] = Field(description="Layout of the dataset on disk.")
+    root: Path = Field(description="Dataset root (videos and split files; see the README for each layout).")
+    split: int = Field(1, ge=1, le=3, description="Official split number (UCF101, HMDB51: 1-3; Diving48: 1).")
+
+
+DatasetSpec = Annotated[Union[ActionsDatasetSpec, VideoDatasetSpec], Field(discriminator="kind")]
+
+
+class FractalSource(Spec):
+    """Formula-driven images (iterated function systems, FractalDB-style): the embedded default, no download."""
+
+    kind: Literal["fractal"] = "fractal"
+    categories: int = Field(64, ge=1, le=100_000, description="Number of categories (one IFS each).")
+    images: int = Field(4096, ge=1, description="Number of images in all (data scale), spread evenly over categories.")
+    size: int = Field(128, ge=16, le=1024, description="Rendered size in pixels (square) before the random crop.")
+    seed: int = Field(0, description="Seed of the category systems and instance perturbations.")
+
+    @model_validator(mode="after")
+    def _enough_images(self) -> "FractalSource":
+        if self.images < self.categories:
+            raise ValueError(f"images ({self.images}) must be at least categories ({self.categories})")
+        return self
+
+
+class FolderSource(Spec):
+    """Any tree of images (PASS, ImageNet-style); a sub-folder is a category."""
+
+    kind: Literal["folder"] = "folder"
+    path: Path = Field(description="Root folder of the images.")
+    images: int | None = Field(None, ge=1, description="Use at most this many images (data scale); all if unset.")
+    categories: int | None = Field(None, ge=1, description="Use only the first N sub-folders (sorted); all if unset.")
+    extensions: list[str] = Field(list(IMAGE_EXTENSIONS), description="File extensions taken as images.")
+    seed: int = Field(0, description="Seed of the subset drawn when `images` is set.")
+
+
+class VideoFramesSource(Spec):
+    """Frames of a video dataset's training split, as still images (the paper's "PMG on downstream frames")."""
+
+    kind: Literal["video_frames"] = "video_frames"
+    dataset: DatasetSpec = Field(description="The video dataset whose training videos give the frames.")
+    frames_per_video: int = Field(1, ge=1, description="Frames taken per video, evenly spaced.")
+    images: int | None = Field(None, ge=1, description="Use at most this many frames in all; all if unset.")
+
+
+ImageSourceSpec = Annotated[Union[FractalSource, FolderSource, VideoFramesSource], Field(discriminator="kind")]

@@ -1,0 +1,160 @@
+import pytest
+import torch
+
+from pmgflow.errors import PmgflowError
+from pmgflow.model.videomae import VideoMAE, load_encoder
+from pmgflow.model.vit import VideoViT
+
+# 4 frames of 16x16, tubelet 2, patch 4: grid (2, 4, 4); 16 patches per slice, 12 masked, N = 32, 8 visible.
+ENCODER = dict(img_size=16, frames=4, tubelet=2, patch=4, embed_dim=32, depth=2, num_heads=2)
+TINY = dict(ENCODER, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+N, N_MASKED, PATCH_DIM = 32, 24, 2 * 4 * 4 * 3
+
+
+def videos(batch=2, seed=0):
+    return torch.rand(batch, 3, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_mae(**kw):
+    torch.manual_seed(0)
+    return VideoMAE(**{**TINY, **kw}).eval()
+
+
+def test_tube_mask_masks_the_same_patches_in_every_slice():
+    mask = tiny_mae().tube_mask(5, "cpu", generator=torch.Generator().manual_seed(1))
+    assert mask.shape == (5, N) and mask.dtype == torch.bool
+    slices = mask.view(5, 2, 16)  # (batch, time slice, spatial patch)
+    assert (slices.sum(dim=2) == int(0.75 * 16)).all()
+    assert torch.equal(slices[:, 0], slices[:, 1])
+    assert len({tuple(s.tolist()) for s in slices[:, 0]}) > 1  # samples differ
+
+
+def test_tube_mask_is_reproducible_with_a_generator():
+    mae = tiny_mae()
+    a = mae.tube_mask(3, "cpu", generator=torch.Generator().manual_seed(7))
+    b = mae.tube_mask(3, "cpu", generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("ratio", [0.05, 1.0])
+def test_mask_ratio_must_leave_masked_and_visible_patches(ratio):
+    with pytest.raises(ValueError, match="mask_ratio"):
+        VideoMAE(**TINY, mask_ratio=ratio)
+
+
+def test_patchify_order_is_time_row_column_channel():
+    x = videos()
+    patches = tiny_mae().patchify(x)
+    assert patches.shape == (2, N, PATCH_DIM)
+    for b, t, h, w in [(0, 0, 0, 0), (1, 1, 2, 3), (0, 1, 3, 1)]:
+        token = (t * 4 + h) * 4 + w
+        for dt, dy, dx, c in [(0, 0, 0, 0), (1, 2, 3, 2), (0, 3, 1, 1)]:
+            element = ((dt * 4 + dy) * 4 + dx) * 3 + c
+            assert patches[b, token, element] == x[b, c, 2 * t + dt, 4 * h + dy, 4 * w + dx]
+
+
+def test_normalized_target_is_per_patch_per_channel():
+    x = videos()
+    target = tiny_mae().normalized_target(x)
+    assert target.shape == (2, N, PATCH_DIM)
+    for b, t, h, w in [(0, 0, 0, 0), (1, 1, 3, 2)]:
+        token = (t * 4 + h) * 4 + w
+        for c in range(3):
+            pixels = x[b, c, 2 * t: 2 * t + 2, 4 * h: 4 * h + 4, 4 * w: 4 * w + 4].reshape(-1).double()
+            mean = pixels.sum() / 32
+            std = ((pixels - mean).square().sum() / 31).sqrt()  # unbiased
+            expected = (pixels - mean) / (std + 1e-6)
+            got = target[b, token].view(32, 3)[:, c]
+            torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_plain_pixel_target_without_norm_pix_loss():
+    mae = tiny_mae(norm_pix_loss=False)
+    x = videos()
+    assert torch.equal(mae.normalized_target(x), mae.patchify(x))
+
+
+def test_encoder_runs_on_visible_tokens_only():
+    mae = tiny_mae()
+    seen = []
+    mae.encoder.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    mask = mae.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
+    latent = mae.forward_encoder(videos(), mask)
+    assert seen == [torch.Size([2, N - N_MASKED, 32])]
+    assert latent.shape == (2, N - N_MASKED, 32)
+
+
+def test_decoder_predicts_masked_tokens_only():
+    mae = tiny_mae()
+    mask = mae.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
+    pred = mae.forward_decoder(mae.forward_encoder(videos(), mask), mask)
+    assert pred.shape == (2, N_MASKED, PATCH_DIM)
+
+
+def test_loss_is_mse_over_masked_tokens():
+    mae = tiny_mae()
+    x = videos()
+    mask = mae.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
+    pred = torch.randn(2, N_MASKED, PATCH_DIM, generator=torch.Generator().manual_seed(1))
+    target = mae.normalized_target(x)
+    expected = torch.stack([(pred[b] - target[b][mask[b]]).square().mean() for b in range(2)]).mean()
+    torch.testing.assert_close(mae.forward_loss(x, pred, mask), expected)
+
+
+def test_loss_ignores_visible_pixels():
+    mae = tiny_mae()
+    x = videos()
+    mask = mae.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
+    pred = torch.randn(2, N_MASKED, PATCH_DIM, generator=torch.Generator().manual_seed(1))
+    # Scribble over every visible tubelet: its pixels are no target.
+    pixel_mask = mask.view(2, 2, 4, 4).repeat_interleave(2, 1).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    scribbled = torch.where(pixel_mask[:, None], x, torch.rand_like(x))
+    assert not torch.equal(scribbled, x)
+    assert torch.equal(mae.forward_loss(scribbled, pred, mask), mae.forward_loss(x, pred, mask))
+    # ...while a masked pixel does count.
+    masked_token = int(mask[0].nonzero()[0])
+    t, h, w = masked_token // 16, (masked_token // 4) % 4, masked_token % 4
+    moved = x.clone()
+    moved[0, 0, 2 * t, 4 * h, 4 * w] += 0.5
+    assert mae.forward_loss(moved, pred, mask) != mae.forward_loss(x, pred, mask)
+
+
+def test_forward_trains_encoder_decoder_and_mask_token():
+    mae = tiny_mae().train()
+    loss, pred, mask = mae(videos(), generator=torch.Generator().manual_seed(0))
+    assert loss.shape == () and torch.isfinite(loss)
+    assert pred.shape == (2, N_MASKED, PATCH_DIM) and mask.shape == (2, N)
+    loss.backward()
+    for name in ["mask_token", "encoder.patch_embed.proj.weight", "encoder.blocks.0.attn.qkv.weight",
+                 "encoder_to_decoder.weight", "decoder.head.weight"]:
+        assert mae.get_parameter(name).grad.abs().sum() > 0, name
+    again, _, _ = mae(videos(), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loss, again)
+
+
+def test_fine_tuning_model_loads_the_encoder():
+    mae = tiny_mae()
+    torch.manual_seed(1)
+    vit = VideoViT(**ENCODER, num_classes=5)
+    for state in (mae.encoder_state_dict(), mae.state_dict()):
+        missing, unexpected = load_encoder(vit, state)
+        assert sorted(missing) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
+        assert sorted(unexpected) == ["norm.bias", "norm.weight"]  # replaced by mean pooling + fc_norm
+    for name, tensor in mae.encoder.state_dict().items():
+        if not name.startswith("norm."):
+            assert torch.equal(vit.state_dict()[name], tensor), name
+
+
+def test_load_encoder_rejects_another_config():
+    mae = tiny_mae()
+    with pytest.raises(PmgflowError, match="does not fit"):
+        load_encoder(VideoViT(**{**ENCODER, "embed_dim": 16}, num_classes=5), mae.state_dict())
+    with pytest.raises(PmgflowError, match="lacks weights: blocks.2"):
+        load_encoder(VideoViT(**{**ENCODER, "depth": 3}, num_classes=5), mae.state_dict())
+
+
+def test_model_config_rebuilds_the_model():
+    mae = tiny_mae()
+    again = VideoMAE(**mae.model_config)
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in mae.state_dict().items()}
+    assert "mask_token" in mae.no_weight_decay()
