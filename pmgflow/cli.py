@@ -80,6 +80,51 @@ def data_fractal(
 
 
 @app.command()
+@user_errors
+def pretrain(
+    spec: Annotated[Path, typer.Argument(help="Pre-training spec YAML (see `pmgflow schema pretrain`).")],
+    out: Annotated[Optional[Path], typer.Option(help="Runs root (default $PMGFLOW_RUNS or ./runs).")] = None,
+):
+    """VideoMAE pre-training on pseudo-motion videos; resumes an interrupted run, skips a finished one."""
+    from pmgflow.jobs import pretrain_job
+
+    pretrain_job(spec, out)
+
+
+@app.command()
+@user_errors
+def finetune(
+    spec: Annotated[Path, typer.Argument(help="Fine-tuning spec YAML (see `pmgflow schema finetune`).")],
+    init: Annotated[Optional[Path], typer.Option(help="Pre-trained checkpoint (model.pt); default: the spec's, "
+                                                 "else from scratch.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Runs root (default $PMGFLOW_RUNS or ./runs).")] = None,
+):
+    """Fine-tune (or linear-probe) on an action dataset and report top-1 (single- and multi-view)."""
+    from pmgflow.jobs import finetune_job
+
+    finetune_job(spec, init, out)
+
+
+@data_app.command("actions")
+@user_errors
+def data_actions(
+    out: Annotated[Path, typer.Option(help="Dataset root to write (UCF101 layout).")],
+    classes: Annotated[int, typer.Option(min=2, max=12, help="Number of actions.")] = 10,
+    train_per_class: Annotated[int, typer.Option(min=1, help="Training videos per action.")] = 100,
+    test_per_class: Annotated[int, typer.Option(min=1, help="Test videos per action.")] = 30,
+    frames: Annotated[int, typer.Option(min=4, help="Frames per video.")] = 32,
+    size: Annotated[int, typer.Option(min=16, help="Frame size.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+):
+    """Render the embedded action-recognition set (articulated figures) to disk in the UCF101 layout."""
+    from pmgflow.jobs import actions_job
+
+    root = actions_job(out=out, classes=classes, train_per_class=train_per_class, test_per_class=test_per_class,
+                       frames=frames, size=size, seed=seed)
+    console.print(f"wrote the action set to [bold]{root}[/]")
+
+
+@app.command()
 def schema(name: Annotated[str, typer.Argument(help="pretrain, finetune, pmg or sweep.")] = "pretrain"):
     """Print the JSON schema of a spec (every field, its default and its description)."""
     import json

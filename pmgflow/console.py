@@ -13,13 +13,43 @@ console = Console(stderr=True)
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
-    """A rich progress bar; yields `advance(n=1, **fields)` for the work to call."""
+    """A rich progress bar; yields `advance(n=1, info=None, total=None)` for the work to call."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
     with Progress(*columns, console=console) as prog:
         task = prog.add_task(description, total=total, info="")
 
-        def advance(n: int = 1, info: str | None = None) -> None:
-            prog.update(task, advance=n, **({"info": info} if info is not None else {}))
+        def advance(n: int = 1, info: str | None = None, total: int | None = None) -> None:
+            fields = {"info": info} if info is not None else {}
+            if total is not None:
+                fields["total"] = total
+            prog.update(task, advance=n, **fields)
 
         yield advance
+
+
+@contextlib.contextmanager
+def counter_bar(description: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A rich progress bar driven by `update(done, total)` callbacks (total None while unknown)."""
+    with progress_bar(description, None) as advance:
+        seen = [0]
+
+        def update(done: int, total: int | None = None) -> None:
+            advance(done - seen[0], total=total)
+            seen[0] = done
+
+        yield update
+
+
+def summary_table(title: str, result: dict) -> None:
+    """Print a run's result as a two-column table (numbers rounded, lists counted)."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    for key, value in result.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, list):
+            value = f"{len(value)} item(s)" if value else "none"
+        table.add_row(key, str(value))
+    console.print(table)

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import torch
 
-from pmgflow.console import console, progress_bar
+from pmgflow.console import console, counter_bar, progress_bar, summary_table
 from pmgflow.errors import SpecError
 from pmgflow.spec.base import load_spec
 from pmgflow.spec.data import FolderSource, FractalSource
 from pmgflow.spec.pmg import PMGSpec
-from pmgflow.spec.train import PretrainSpec
+from pmgflow.spec.data import ActionsDatasetSpec
+from pmgflow.spec.train import FinetuneSpec, PretrainSpec
 
 
 def preview_source(source: str | None, spec: PretrainSpec | None):
@@ -42,8 +43,8 @@ def preview_job(out: Path, spec_path: Path | None, source: str | None, transform
 
     pmg_spec = validate_spec(PMGSpec, pmg_data, str(spec_path or "preview options"))
     src = preview_source(source, spec)
-    with progress_bar("loading images", None) as advance:
-        bank = load_image_source(src, pmg_spec.size, progress=advance)
+    with counter_bar("loading images") as update:
+        bank = load_image_source(src, pmg_spec.size, progress=update)
     report_skipped(bank)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(bank), generator=g)[:clips]
@@ -68,6 +69,43 @@ def export_fractal(out: Path, categories: int, per_category: int, size: int, see
         spec = FractalSource(categories=categories, images=categories * per_category, size=size, seed=seed)
     except ValueError as exc:
         raise SpecError(f"data fractal: {exc}") from None
-    with progress_bar("rendering fractals", spec.images) as advance:
-        bank = load_image_source(spec, size, progress=advance)
+    with counter_bar("rendering fractals") as update:
+        bank = load_image_source(spec, size, progress=update)
     return export_images(bank, out)
+
+
+def pretrain_job(spec_path: Path, root: Path | None) -> dict:
+    """Load a pre-training spec, run it with a progress bar, print the summary."""
+    from pmgflow.train.pretrain import pretrain
+
+    spec = load_spec(PretrainSpec, spec_path)
+    with progress_bar("pre-training", None) as advance:
+        result = pretrain(spec, root=root, progress=advance)
+    summary_table(f"pre-training {spec_path}", result)
+    console.print(f"outputs in [bold]{result['run_dir']}[/]")
+    return result
+
+
+def finetune_job(spec_path: Path, init: Path | None, root: Path | None) -> dict:
+    """Load a fine-tuning spec (optionally overriding its init checkpoint), run it, print the summary."""
+    from pmgflow.train.finetune import finetune
+
+    spec = load_spec(FinetuneSpec, spec_path)
+    if init is not None:
+        if not init.is_file():
+            raise SpecError(f"--init {init}: checkpoint not found")
+        spec = spec.model_copy(update={"init": init.resolve()})
+    with progress_bar("fine-tuning", None) as advance:
+        result = finetune(spec, root=root, progress=advance)
+    summary_table(f"fine-tuning {spec_path}", result)
+    console.print(f"outputs in [bold]{result['run_dir']}[/]")
+    return result
+
+
+def actions_job(out: Path, **fields) -> Path:
+    """Render the embedded action set into `out`."""
+    from pmgflow.data.actions import ensure_actions_dataset
+
+    spec = ActionsDatasetSpec(root=out, **fields)
+    with counter_bar("rendering actions") as update:
+        return ensure_actions_dataset(spec, progress=update)

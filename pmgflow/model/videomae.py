@@ -48,7 +48,7 @@ class VideoMAEDecoder(nn.Module):
 
 
 class VideoMAE(nn.Module):
-    """VideoMAE: a :class:`VideoViT` ``encoder`` plus the pre-training decoder; ``forward`` returns (loss, pred, mask)."""
+    """VideoMAE: a :class:`VideoViT` ``encoder`` plus the pre-training decoder; forward gives (loss, pred, mask)."""
 
     def __init__(
         self,

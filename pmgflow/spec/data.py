@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from pmgflow.spec.base import Spec
+
+# Paths are made absolute when a spec is read, so its hash (and the caches it names) does not depend on the
+# working directory.
+AbsPath = Annotated[Path, AfterValidator(lambda p: p.expanduser().resolve())]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -22,14 +26,14 @@ class ActionsDatasetSpec(Spec):
     frames: int = Field(32, ge=4, description="Frames per rendered video.")
     size: int = Field(64, ge=16, description="Rendered frame size in pixels (square).")
     seed: int = Field(0, description="Base seed; train and test groups use disjoint seeds.")
-    root: Path | None = Field(None, description="Where to write it; default: the cache, named by this spec's hash.")
+    root: AbsPath | None = Field(None, description="Where to write it; default: the cache, named by this spec's hash.")
 
 
 class VideoDatasetSpec(Spec):
     """A real video dataset in its official layout, set by its root path and split number."""
 
     kind: Literal["ucf101", "hmdb51", "diving48"] = Field(description="Layout of the dataset on disk.")
-    root: Path = Field(description="Dataset root (videos and split files; see the README for each layout).")
+    root: AbsPath = Field(description="Dataset root (videos and split files; see the README for each layout).")
     split: int = Field(1, ge=1, le=3, description="Official split number (UCF101, HMDB51: 1-3; Diving48: 1).")
 
 
@@ -56,7 +60,7 @@ class FolderSource(Spec):
     """Any tree of images (PASS, ImageNet-style); a sub-folder is a category."""
 
     kind: Literal["folder"] = "folder"
-    path: Path = Field(description="Root folder of the images.")
+    path: AbsPath = Field(description="Root folder of the images.")
     images: int | None = Field(None, ge=1, description="Use at most this many images (data scale); all if unset.")
     categories: int | None = Field(None, ge=1, description="Use only the first N sub-folders (sorted); all if unset.")
     extensions: list[str] = Field(list(IMAGE_EXTENSIONS), description="File extensions taken as images.")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from pmgflow.spec.base import Spec
-from pmgflow.spec.data import ActionsDatasetSpec, DatasetSpec, FractalSource, ImageSourceSpec
+from pmgflow.spec.data import AbsPath, ActionsDatasetSpec, DatasetSpec, FractalSource, ImageSourceSpec
 from pmgflow.spec.model import ModelSpec
 from pmgflow.spec.pmg import PMGSpec
 
@@ -86,7 +85,7 @@ class FinetuneSpec(OptimSpec):
     dataset: DatasetSpec = Field(default_factory=ActionsDatasetSpec, description="Downstream video dataset.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="Architecture when training from scratch "
                              "(with an init checkpoint the architecture is the checkpoint's).")
-    init: Path | None = Field(None, description="Pre-trained checkpoint; scratch if unset (a sweep sets it).")
+    init: AbsPath | None = Field(None, description="Pre-trained checkpoint; scratch if unset (a sweep sets it).")
     mode: Literal["full", "linear"] = Field("full", description="full fine-tuning, or linear probe (frozen encoder).")
     blr: float = Field(1e-3, gt=0, description="Base learning rate; lr = blr * batch_size / 256.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")

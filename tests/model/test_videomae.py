@@ -1,5 +1,6 @@
 import pytest
 import torch
+from timm.optim import create_optimizer_v2
 
 from pmgflow.errors import PmgflowError
 from pmgflow.model.videomae import VideoMAE, load_encoder
@@ -153,8 +154,10 @@ def test_load_encoder_rejects_another_config():
         load_encoder(VideoViT(**{**ENCODER, "depth": 3}, num_classes=5), mae.state_dict())
 
 
-def test_model_config_rebuilds_the_model():
+def test_model_config_rebuilds_the_model_and_mask_token_is_not_decayed():
     mae = tiny_mae()
     again = VideoMAE(**mae.model_config)
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in mae.state_dict().items()}
-    assert "mask_token" in mae.no_weight_decay()
+    optimizer = create_optimizer_v2(mae, "adamw", lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95))
+    no_decay = [p for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]]
+    assert any(p is mae.mask_token for p in no_decay)

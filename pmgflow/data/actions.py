@@ -1,0 +1,365 @@
+"""The embedded downstream set: procedurally rendered actions of an articulated figure (no download).
+
+Each video shows one figure (head, torso, upper and lower arms and legs as anti-aliased capsules) whose joint
+angles follow an action-specific function of a cycle phase. Body proportions, size, position, facing, speed,
+phase, colours, the smooth low-contrast background and a small camera jitter are random per video, so the
+classes differ in motion rather than appearance (a cluttered high-contrast background made a similar set
+unlearnable at 32x32). Every cycle lasts about 10 to 16 frames: an 8-frame clip at stride 2 to 4 sees one.
+
+The set is written in the UCF101 layout (``videos/<Class>/v_<Class>_gNN_cMM.mp4``, ``splits/classInd.txt``,
+``trainlist01.txt``, ``testlist01.txt``) and indexed like UCF101; train and test videos come from disjoint seeds
+and disjoint groups.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pmgflow.data.decode import write_video
+from pmgflow.paths import cache_dir
+from pmgflow.spec.base import spec_hash
+from pmgflow.spec.data import ActionsDatasetSpec
+
+# Bump when the renderer changes: a cached set written by another version is rendered again.
+RENDER_VERSION = 1
+FPS = 25
+CLIPS_PER_GROUP = 5
+_MARKER = ".pmgflow-complete"
+
+# Ordered most distinct first: a spec with N classes takes the first N.
+ACTIONS = [
+    "wave", "clap", "jump", "squat", "kick", "punch",
+    "bow", "jumping_jacks", "arm_circles", "walk", "run", "side_step",
+]  # fmt: skip
+
+# Pose: angles in radians measured from straight down, positive towards the figure's front (side view) or
+# outwards (front view, mirrored for the left limbs). ua/fa: upper/fore arm, th/sh: thigh/shin; _n near side
+# (or right), _f far side (or left); lean: torso tilt forwards; air: lift off the ground; dx: forward travel;
+# all in units of the standing height. Each function takes the phase (array over frames) and an amplitude.
+Pose = dict[str, np.ndarray | float]
+
+
+def _both(**kw: np.ndarray | float) -> Pose:
+    """Give near and far limbs the same angles (symmetric poses)."""
+    out: Pose = {}
+    for key, value in kw.items():
+        if key in ("ua", "fa", "th", "sh"):
+            out[key + "_n"] = out[key + "_f"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _wave(p, a):
+    return _both(th=0.07, sh=0.07) | {"ua_n": 2.2 + 0.15 * np.sin(p), "fa_n": math.pi + 0.9 * a * np.sin(p), "ua_f": 0.12, "fa_f": 0.12}
+
+
+def _clap(p, a):
+    closed = 0.5 * (1 - np.sin(p))
+    return _both(ua=0.35 + 0.75 * (1 - closed), fa=2.4 + 1.8 * a * closed, th=0.07, sh=0.07)
+
+
+def _jump(p, a):
+    crouch, up = np.maximum(0, -np.sin(p)), np.maximum(0, np.sin(p))
+    return _both(th=0.07 + 0.5 * crouch, sh=0.07 - 0.5 * crouch, ua=0.25 + 2.3 * up, fa=0.35 + 2.3 * up, air=0.2 * a * up)
+
+
+def _squat(p, a):
+    k = 0.5 * a * (1 - np.cos(p))
+    return _both(th=1.35 * k, sh=-0.5 * k, lean=0.45 * k, ua=1.5 * k, fa=1.5 * k)
+
+
+def _kick(p, a):
+    b = np.maximum(0, np.sin(p))
+    th = 1.45 * a * b
+    return {"th_n": th, "sh_n": th - 1.2 * np.sin(np.pi * b), "th_f": -0.12, "sh_f": -0.12,
+            "ua_n": 0.5, "fa_n": 2.6, "ua_f": 0.5, "fa_f": 2.6, "lean": -0.25 * b}  # fmt: skip
+
+
+def _punch(p, a):
+    near, far = np.maximum(0, np.sin(p)) * a, np.maximum(0, -np.sin(p)) * a
+    return {"ua_n": 0.3 + 1.27 * near, "fa_n": 2.8 - 1.23 * near, "ua_f": 0.3 + 1.27 * far, "fa_f": 2.8 - 1.23 * far,
+            "th_n": 0.3, "sh_n": 0.2, "th_f": -0.25, "sh_f": -0.3, "lean": 0.1}  # fmt: skip
+
+
+def _bow(p, a):
+    k = 0.5 * a * (1 - np.cos(p))
+    return _both(lean=1.15 * k, ua=0.2 * k, fa=0.25 * k, th=-0.1 * k, sh=-0.1 * k)
+
+
+def _jumping_jacks(p, a):
+    o = 0.5 * (1 - np.cos(p))
+    return _both(ua=0.15 + 2.55 * a * o, fa=0.15 + 2.7 * a * o, th=0.05 + 0.33 * o, sh=0.05 + 0.33 * o,
+                 air=0.07 * np.abs(np.sin(p)))  # fmt: skip
+
+
+def _arm_circles(p, a):
+    return _both(ua=p, fa=p, th=0.07, sh=0.07)
+
+
+def _gait(p, swing, bend, arm, elbow, lean, air, speed):
+    """Walking and running: legs and arms swing in opposition; the leg moving forward bends its knee."""
+    s, c = np.sin(p), np.cos(p)
+    return {"th_n": swing * s, "sh_n": swing * s - bend[0] - bend[1] * np.maximum(0, c),
+            "th_f": -swing * s, "sh_f": -swing * s - bend[0] - bend[1] * np.maximum(0, -c),
+            "ua_n": -arm * s, "fa_n": -arm * s + elbow, "ua_f": arm * s, "fa_f": arm * s + elbow,
+            "lean": lean, "air": air * np.abs(np.sin(2 * p)), "dx": speed * p / (2 * np.pi)}  # fmt: skip
+
+
+def _walk(p, a):
+    return _gait(p, 0.42 * a, (0.15, 0.6), 0.35, 0.25, 0.05, 0.0, 0.35)
+
+
+def _run(p, a):
+    return _gait(p, 0.75 * a, (0.4, 1.2), 0.65, 1.5, 0.25, 0.05, 0.45)
+
+
+def _side_step(p, a):
+    o = 0.5 * (1 - np.cos(2 * p))
+    return _both(th=0.05 + 0.3 * o, sh=0.05 + 0.3 * o, ua=0.2 + 0.3 * o, fa=0.2 + 0.3 * o) | {"dx": 0.3 * a * np.sin(p)}
+
+
+# action: (pose function, front view?, cycle length in frames, anchor the feet in x?)
+_MOTIONS: dict[str, tuple[Callable[[np.ndarray, float], Pose], bool, float, bool]] = {
+    "wave": (_wave, True, 11, True),
+    "clap": (_clap, True, 11, True),
+    "jump": (_jump, True, 13, True),
+    "squat": (_squat, False, 14, True),
+    "kick": (_kick, False, 13, True),
+    "punch": (_punch, False, 12, True),
+    "bow": (_bow, False, 14, True),
+    "jumping_jacks": (_jumping_jacks, True, 12, True),
+    "arm_circles": (_arm_circles, True, 13, True),
+    "walk": (_walk, False, 14, False),
+    "run": (_run, False, 11, False),
+    "side_step": (_side_step, True, 14, False),
+}
+assert list(_MOTIONS) == ACTIONS
+
+
+def _direction(angle: np.ndarray) -> np.ndarray:
+    """Unit vectors (y up) for angles from straight down, positive towards +x: (..., 2)."""
+    return np.stack([np.sin(angle), -np.cos(angle)], axis=-1)
+
+
+def _skeleton(pose: Pose, frames: int, front: bool, body: dict[str, float]) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """Capsules (start (T, 2), end (T, 2), part) in body units (y up, feet on y = 0), in drawing order."""
+
+    def angle(key: str, side: float = 1.0) -> np.ndarray:
+        return side * np.broadcast_to(np.asarray(pose.get(key, 0.0), float), (frames,))
+
+    lean = angle("lean")
+    pelvis = np.zeros((frames, 2))
+    up = _direction(np.pi - lean)  # the torso's axis, tilted forwards by `lean`
+    neck = pelvis + body["torso"] * up
+    head = neck + (body["neck"] + body["head"]) * up
+    across = np.array([1.0, 0.0])
+    limbs = {}
+    for side, sign in (("n", 1.0), ("f", -1.0 if front else 1.0)):
+        offset = sign * across if front else 0 * across
+        shoulder, hip = neck + body["shoulder"] * offset, pelvis + body["hip"] * offset
+        elbow = shoulder + body["upper_arm"] * _direction(angle("ua_" + side, sign))
+        hand = elbow + body["forearm"] * _direction(angle("fa_" + side, sign))
+        knee = hip + body["thigh"] * _direction(angle("th_" + side, sign))
+        foot = knee + body["shin"] * _direction(angle("sh_" + side, sign))
+        limbs[side] = (shoulder, elbow, hand, hip, knee, foot)
+    feet = np.stack([limbs["n"][5], limbs["f"][5]])
+    # Stand on the lowest foot, lifted by `air`; stationary actions keep the feet in place (the hips move).
+    shift = np.zeros((frames, 2))
+    shift[:, 1] = body["limb"] - feet[..., 1].min(axis=0) + angle("air")
+    shift[:, 0] = angle("dx") - (feet[..., 0].mean(axis=0) if body["anchor"] else 0.0)
+    if front:
+        order = ["f_leg", "n_leg", "torso", "f_arm", "n_arm", "head"]
+    else:
+        order = ["f_arm", "f_leg", "torso", "n_leg", "head", "n_arm"]
+    capsules = []
+    for part in order:
+        if part == "torso":
+            capsules.append((pelvis, neck, "torso"))
+        elif part == "head":
+            capsules.append((head, head, "head"))
+        else:
+            side, kind = part.split("_")
+            shoulder, elbow, hand, hip, knee, foot = limbs[side]
+            joints = (shoulder, elbow, hand) if kind == "arm" else (hip, knee, foot)
+            name = f"{kind}_{'far' if side == 'f' and not front else 'near'}"
+            capsules += [(joints[0], joints[1], name), (joints[1], joints[2], name)]
+    return [(a + shift, b + shift, part) for a, b, part in capsules]
+
+
+def _random_body(rng: np.random.Generator) -> dict[str, float]:
+    """Segment lengths and thicknesses (units of the standing height) with random proportions."""
+    arm, leg, trunk = rng.uniform(0.9, 1.1, size=3)
+    thick = rng.uniform(0.85, 1.2)
+    body = {
+        "thigh": 0.24 * leg, "shin": 0.23 * leg, "torso": 0.30 * trunk, "neck": 0.05, "head": 0.09 * rng.uniform(0.9, 1.1),
+        "upper_arm": 0.17 * arm, "forearm": 0.16 * arm, "shoulder": 0.09 * thick, "hip": 0.055 * thick,
+        "r_limb": 0.05 * thick, "r_torso": 0.08 * thick,
+    }  # fmt: skip
+    body["limb"] = 0.04  # keeps the feet's capsule ends above the ground line
+    return body
+
+
+def _colour_near(rng: np.random.Generator, luminance: float, chroma: float) -> np.ndarray:
+    """An RGB colour in [0, 1] of roughly the given luminance and a random hue."""
+    tint = rng.normal(size=3)
+    tint -= tint.mean()
+    return np.clip(luminance + chroma * tint / (np.abs(tint).max() + 1e-6), 0.0, 1.0)
+
+
+def _background(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, float]:
+    """Smooth low-contrast background (a gradient plus soft blobs), float32 (T, H, W, 3) in [0, 1], and its level.
+
+    `ys` (T, H) and `xs` (T, W) are the pixel coordinates (in frame units) seen by each frame's camera: every
+    term is separable in y and x, so the frame is built from outer products.
+    """
+    level = rng.uniform(0.25, 0.75)
+    base = _colour_near(rng, level, rng.uniform(0.0, 0.15))
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = rng.uniform(-0.12, 0.12, size=3)
+    image = (base + np.cos(angle) * xs[:, None, :, None] * ramp + np.sin(angle) * ys[:, :, None, None] * ramp)
+    for _ in range(rng.integers(3, 7)):
+        cy, cx = rng.uniform(-0.2, 1.2, size=2)
+        sigma = rng.uniform(0.12, 0.35)
+        gy, gx = np.exp(-((ys - cy) ** 2) / (2 * sigma**2)), np.exp(-((xs - cx) ** 2) / (2 * sigma**2))
+        image += (gy[:, :, None] * gx[:, None, :])[..., None] * rng.uniform(-0.08, 0.08, size=3)
+    return image.astype(np.float32), level
+
+
+def _draw_capsule(image: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float, colour: np.ndarray) -> None:
+    """Paint an anti-aliased capsule from a to b ((T, 2) pixel x, y per frame) over float (T, H, W, 3) in place."""
+    _, height, width, _ = image.shape
+    reach = radius + 1.0
+    lo = np.floor(np.minimum(a, b).min(axis=0) - reach).astype(int)
+    hi = np.ceil(np.maximum(a, b).max(axis=0) + reach).astype(int)
+    x0, y0 = max(lo[0], 0), max(lo[1], 0)
+    x1, y1 = min(hi[0], width), min(hi[1], height)
+    if x0 >= x1 or y0 >= y1:
+        return
+    # Only the box the capsule sweeps over all frames is computed: limbs cover a small part of the frame.
+    px = (np.arange(x0, x1, dtype=np.float32) + 0.5)[None, None, :] - a[:, 0, None, None]
+    py = (np.arange(y0, y1, dtype=np.float32) + 0.5)[None, :, None] - a[:, 1, None, None]
+    abx, aby = (b[:, 0] - a[:, 0])[:, None, None], (b[:, 1] - a[:, 1])[:, None, None]
+    t = np.clip((px * abx + py * aby) / np.maximum(abx * abx + aby * aby, 1e-9), 0.0, 1.0)
+    dist = np.sqrt((px - t * abx) ** 2 + (py - t * aby) ** 2)
+    alpha = np.clip(radius + 0.5 - dist, 0.0, 1.0)[..., None]
+    region = image[:, y0:y1, x0:x1]
+    region += alpha * (colour - region)
+
+
+def render_action(action: str, rng: np.random.Generator, frames: int, size: int) -> np.ndarray:
+    """Render one video of `action`: uint8 (frames, size, size, 3)."""
+    if action not in _MOTIONS:
+        raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    motion, front, period, anchor = _MOTIONS[action]
+    body = _random_body(rng) | {"anchor": anchor}
+    period *= rng.uniform(0.85, 1.15)
+    phase = 2 * np.pi * np.arange(frames) / period + rng.uniform(0, 2 * np.pi)
+    pose = motion(phase, rng.uniform(0.85, 1.1))
+    capsules = _skeleton(pose, frames, front, body)
+
+    # Body units -> pixels: height about 0.6 of the frame, random facing and place, a smooth camera jitter.
+    height = size * rng.uniform(0.55, 0.66)
+    facing = rng.choice([-1.0, 1.0])
+    travel = np.broadcast_to(np.asarray(pose.get("dx", 0.0)), (frames,)) * height
+    cx = size * rng.uniform(0.42, 0.58) - facing * 0.5 * (travel.max() + travel.min())
+    ground = size * rng.uniform(0.8, 0.88)
+    jitter = np.clip(np.cumsum(rng.normal(0, 0.25, size=(frames, 2)), axis=0), -1.5, 1.5)
+
+    grid = (np.arange(size) + 0.5) / size
+    image, level = _background(rng, grid[None] - jitter[:, 1:] / size, grid[None] - jitter[:, :1] / size)
+
+    # Figure colours contrast with the background's mean luminance (lighter or darker, by chance).
+    sign = 1.0 if level < 0.5 else -1.0
+    if rng.random() < 0.3 and 0.3 < level < 0.7:
+        sign = -sign
+
+    def shade() -> np.ndarray:
+        return _colour_near(rng, float(np.clip(level + sign * rng.uniform(0.3, 0.45), 0.03, 0.97)), 0.2)
+
+    shirt, trousers, skin = shade(), shade(), shade()
+    far = 0.75 if sign > 0 else 1.35  # the far limbs drawn a little closer to the background
+    colours = {"torso": shirt, "arm_near": shirt, "arm_far": np.clip(shirt * far, 0, 1),
+               "leg_near": trousers, "leg_far": np.clip(trousers * far, 0, 1), "head": skin}  # fmt: skip
+    radii = {"torso": body["r_torso"], "head": body["head"]}
+    for start, end, part in capsules:
+        a = np.stack([cx + facing * height * start[:, 0], ground - height * start[:, 1]], axis=-1) - jitter
+        b = np.stack([cx + facing * height * end[:, 0], ground - height * end[:, 1]], axis=-1) - jitter
+        _draw_capsule(image, a, b, height * radii.get(part, body["r_limb"]), colours[part].astype(np.float32))
+    return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def class_name(action: str) -> str:
+    """UCF101-style class name of an action ("jumping_jacks" -> "JumpingJacks")."""
+    return "".join(word.capitalize() for word in action.split("_"))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_actions_dataset(
+    spec: ActionsDatasetSpec, root: str | Path, progress: Callable[[int, int], None] | None = None
+) -> Path:
+    """Render the set a spec describes into `root` in the UCF101 layout (split 1); returns root."""
+    root = Path(root)
+    (root / "splits").mkdir(parents=True, exist_ok=True)
+    names = [class_name(a) for a in ACTIONS[: spec.classes]]
+    train_groups = math.ceil(spec.train_per_class / CLIPS_PER_GROUP)
+    total_groups = train_groups + math.ceil(spec.test_per_class / CLIPS_PER_GROUP)
+    digits = max(2, len(str(total_groups)))
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    total, done = spec.classes * (spec.train_per_class + spec.test_per_class), 0
+    for label, (action, name) in enumerate(zip(ACTIONS, names)):
+        for subset, count, first_group in (("train", spec.train_per_class, 1), ("test", spec.test_per_class, train_groups + 1)):
+            for i in range(count):
+                group, clip = first_group + i // CLIPS_PER_GROUP, i % CLIPS_PER_GROUP + 1
+                rel = f"{name}/v_{name}_g{group:0{digits}d}_c{clip:02d}.mp4"
+                # Disjoint seed streams: (seed, 0 = train / 1 = test, class, clip).
+                rng = np.random.default_rng([spec.seed, subset == "test", label, i])
+                write_video(root / "videos" / rel, render_action(action, rng, spec.frames, spec.size), fps=FPS)
+                lists[subset].append(rel + (f" {label + 1}" if subset == "train" else ""))
+                done += 1
+                if progress:
+                    progress(done, total)
+    _write_text(root / "splits" / "classInd.txt", "".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    _write_text(root / "splits" / "trainlist01.txt", "".join(line + "\n" for line in lists["train"]))
+    _write_text(root / "splits" / "testlist01.txt", "".join(line + "\n" for line in lists["test"]))
+    return root
+
+
+def ensure_actions_dataset(spec: ActionsDatasetSpec, progress: Callable[[int, int], None] | None = None) -> Path:
+    """The root of the rendered set, writing it first unless a complete copy (same spec and renderer) is there.
+
+    The completion marker is written last, so an interrupted run is redone rather than half-used; a file lock
+    lets parallel trials on one machine wait for the first one instead of rendering it twice.
+    """
+    root = Path(spec.root) if spec.root is not None else cache_dir("actions", spec_hash(spec))
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = json.dumps({"version": RENDER_VERSION, "spec": spec.model_dump(mode="json")}, sort_keys=True)
+    marker = root / _MARKER
+
+    def complete() -> bool:
+        return marker.is_file() and marker.read_text() == stamp
+
+    if complete():
+        return root
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not complete():
+            marker.unlink(missing_ok=True)
+            write_actions_dataset(spec, root, progress)
+            _write_text(marker, stamp)
+    return root

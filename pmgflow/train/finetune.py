@@ -1,0 +1,168 @@
+"""Fine-tuning (or linear probing) of the video ViT on action recognition, from a checkpoint or from scratch.
+
+VideoMAE's recipe: mean pooling + LayerNorm + linear head, layer-wise lr decay, drop path, label smoothing,
+mixup/cutmix (timm's), and multi-view testing (temporal segments x spatial crops, softmax averaged).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from torch.utils.data import DataLoader
+
+from pmgflow.data.layouts import index_dataset
+from pmgflow.data.video import ClipDataset, FrameCache, limit_per_class
+from pmgflow.errors import PmgflowError
+from pmgflow.model.checkpoints import checkpoint_state, load_checkpoint, save_checkpoint
+from pmgflow.model.videomae import load_encoder
+from pmgflow.model.vit import VideoViT
+from pmgflow.paths import cache_dir
+from pmgflow.spec.train import FinetuneSpec
+from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
+                                check_finite, configure_threads, fit, resolve_device, stream_seed)
+from pmgflow.train.pretrain import STORE_SCALE
+
+ENCODER_KEYS = ("img_size", "frames", "tubelet", "patch", "in_chans", "embed_dim", "depth", "num_heads",
+                "mlp_ratio", "qkv_bias")
+
+
+def build_classifier(spec: FinetuneSpec, num_classes: int, init: Path | None) -> tuple[VideoViT, dict[str, Any]]:
+    """The VideoViT to fine-tune: the init checkpoint's encoder (VideoMAE or VideoViT) or a fresh one."""
+    if init is None:
+        model = VideoViT(**spec.model.encoder_kwargs(), num_classes=num_classes, drop_path_rate=spec.drop_path)
+        return model, {"init": "scratch"}
+    ckpt = load_checkpoint(init)
+    config = ckpt.get("model_config")
+    if not isinstance(config, dict) or "model" not in ckpt:
+        raise PmgflowError(f"checkpoint {init} has no model_config/model entries (is it a pmgflow checkpoint? "
+                           "official VideoMAE and transformers weights go through `pmgflow import` first)")
+    kwargs = {k: v for k, v in config.items() if k in ENCODER_KEYS}
+    model = VideoViT(**kwargs, num_classes=num_classes, drop_path_rate=spec.drop_path)
+    state = ckpt["model"]
+    if ckpt.get("kind") == "finetune":  # re-tune a classifier: keep its encoder, new head
+        state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm."))}
+    missing, unexpected = load_encoder(model, state)
+    return model, {"init": str(init), "missing_keys": len(missing), "unexpected_keys": len(unexpected)}
+
+
+def clip_shape(model: VideoViT) -> tuple[int, int]:
+    """(frames, size) the model was built for."""
+    cfg = model.model_config
+    return cfg["frames"], cfg["img_size"]
+
+
+@torch.no_grad()
+def evaluate(model: VideoViT, data: ClipDataset, device: torch.device, batch: int = 16,
+             progress: StepProgress | None = None) -> dict[str, float]:
+    """Top-1 of the centre view alone and of all views (softmax averaged), in percent."""
+    model.eval()
+    segments, crops = data.segments, data.crops
+    centre = (segments // 2) * crops + crops // 2
+    single = multi = total = 0
+    for views, labels in DataLoader(data, batch_size=batch, shuffle=False):
+        b, v = views.shape[:2]
+        with autocast(device):
+            logits = model(views.flatten(0, 1).to(device))
+        probs = logits.float().softmax(-1).view(b, v, -1)
+        labels = labels.to(device)
+        single += int((probs[:, centre].argmax(-1) == labels).sum())
+        multi += int((probs.mean(1).argmax(-1) == labels).sum())
+        total += b
+        if progress:
+            progress(0, info=f"testing {total}/{len(data)}")
+    return {"top1": 100 * multi / max(total, 1), "top1_single": 100 * single / max(total, 1)}
+
+
+def finetune(spec: FinetuneSpec, *, root: Path | None = None, on_epoch: EpochCallback | None = None,
+             progress: StepProgress | None = None) -> dict[str, Any]:
+    """Fine-tune (or resume, or return the finished result of) the run of `spec`; returns its result dict."""
+    run = RunDir.for_spec("finetune", spec, root)
+    if (done := run.result()) is not None:
+        return done
+    configure_threads(spec.threads)
+    device = resolve_device(spec.device)
+    train_index, test_index = index_dataset(spec.dataset, "train"), index_dataset(spec.dataset, "test")
+    if spec.train_fraction is not None or spec.per_class is not None:
+        train_index = limit_per_class(train_index, spec.train_fraction, spec.per_class, seed=spec.seed)
+    num_classes = len(train_index.classes)
+    torch.manual_seed(spec.seed)
+    model, init_info = build_classifier(spec, num_classes, spec.init)
+    frames, size = clip_shape(model)
+    cache = FrameCache(math.ceil(size * STORE_SCALE), disk_dir=cache_dir("frames"))
+    train_data = ClipDataset(train_index, cache, frames=frames, stride=spec.stride, size=size, train=True,
+                             seed=spec.seed, scale=tuple(spec.crop_scale))
+    test_data = ClipDataset(test_index, cache, frames=frames, stride=spec.stride, size=size, train=False,
+                            segments=spec.test_segments, crops=spec.test_crops)
+    model.to(device)
+    if spec.mode == "linear":  # linear probe: only the classifier (fc_norm + head) learns
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith(("head.", "fc_norm."))
+    optimizer = build_optimizer(model, spec, layer_decay=spec.layer_decay if spec.mode == "full" else None)
+    micro = spec.batch_size // spec.accum_steps
+    steps = max(len(train_data) // spec.batch_size, 1)
+    scheduler = build_scheduler(optimizer, spec, steps)
+    use_mix = spec.mixup > 0 or spec.cutmix > 0
+    mixup = Mixup(mixup_alpha=spec.mixup, cutmix_alpha=spec.cutmix, prob=spec.mixup_prob,
+                  label_smoothing=spec.label_smoothing, num_classes=num_classes) if use_mix else None
+    criterion = SoftTargetCrossEntropy() if use_mix else torch.nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
+
+    if progress:
+        progress(0, total=spec.epochs * steps)
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        model.train()
+        train_data.set_epoch(epoch)
+        g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 1))
+        loader = DataLoader(train_data, batch_size=micro, shuffle=True, generator=g,
+                            drop_last=len(train_data) >= micro)
+        batches = iter(loader)
+        losses, clips, start = [], 0, time.perf_counter()
+        for step in range(steps):
+            scheduler.step_update(epoch * steps + step)
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for _ in range(spec.accum_steps):
+                videos, labels = next(batches)
+                videos, labels = videos.to(device, non_blocking=True), labels.to(device)
+                if mixup is not None and videos.shape[0] % 2 == 0:
+                    # timm's mixup boxes the last two dims: fold time into channels so boxes span H x W.
+                    b, c, t, h, w = videos.shape
+                    mixed, labels = mixup(videos.reshape(b, c * t, h, w), labels)
+                    videos = mixed.view(b, c, t, h, w)
+                elif mixup is not None:
+                    labels = torch.nn.functional.one_hot(labels, num_classes).float()
+                with autocast(device):
+                    loss = criterion(model(videos).float(), labels)
+                check_finite(loss.detach(), epoch, step, run)
+                (loss / spec.accum_steps).backward()
+                step_loss += float(loss.detach()) / spec.accum_steps
+                clips += videos.shape[0]
+            if spec.clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip_grad)
+            optimizer.step()
+            losses.append(step_loss)
+            if progress:
+                rate = clips / (time.perf_counter() - start)
+                progress(1, info=f"epoch {epoch + 1}/{spec.epochs} loss {step_loss:.4f} {rate:.0f} clips/s")
+        seconds = time.perf_counter() - start
+        metrics = {"finetune_loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
+                   "clips_per_s": clips / seconds, "epoch_seconds": seconds}
+        if spec.eval_every and (epoch + 1) % spec.eval_every == 0 and epoch + 1 < spec.epochs:
+            metrics.update(evaluate(model, test_data, device, batch=micro))
+        return metrics
+
+    history = fit(run, model, optimizer, spec.epochs, spec.seed, train_epoch, on_epoch)
+    scores = evaluate(model, test_data, device, batch=micro, progress=progress)
+    weights = save_checkpoint(run.path / "model.pt", checkpoint_state(model, classes=train_data.classes))
+    skipped = [str(p) for p, _ in cache.skipped]
+    return run.finish({"stage": "finetune", "run_dir": str(run.path), "checkpoint": str(weights), **scores,
+                       "classes": num_classes, "train_videos": len(train_data), "test_videos": len(test_data),
+                       "epochs": spec.epochs, "finetune_loss": history[-1]["finetune_loss"] if history else None,
+                       "skipped_videos": skipped, **init_info,
+                       "seconds": sum(h.get("epoch_seconds", 0.0) for h in history)})

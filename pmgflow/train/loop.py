@@ -1,0 +1,169 @@
+"""What both training stages share: device and threads, optimizer and schedule, seeds, and a run directory
+that checkpoints every epoch, resumes an interrupted run exactly, and never recomputes a finished one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+
+from pmgflow.errors import PmgflowError
+from pmgflow.model.checkpoints import checkpoint_state, load_checkpoint, save_checkpoint
+from pmgflow.paths import runs_dir
+from pmgflow.spec.base import Spec, spec_hash
+from pmgflow.spec.train import OptimSpec
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+StepProgress = Callable[..., None]
+
+
+class TrainingError(PmgflowError):
+    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as torch understands it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PmgflowError(f"device {name!r} was asked for, but no CUDA device is available")
+    return device
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's CPU threads: the spec's, else OMP_NUM_THREADS (Ray sets it per trial), else the CPUs given."""
+    n = threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
+def stream_seed(*parts: int) -> int:
+    """A 63-bit seed derived from (seed, epoch, stream, ...): independent, reproducible random streams."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch global generators (dropout, drop path, timm's mixup draw from them)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: torch.nn.Module, spec: OptimSpec, layer_decay: float | None = None):
+    """AdamW through timm: no decay on norms, biases and position tables; optional layer-wise lr decay."""
+    return create_optimizer_v2(model, "adamw", lr=spec.lr, weight_decay=spec.weight_decay, betas=tuple(spec.betas),
+                               layer_decay=layer_decay)
+
+
+def build_scheduler(optimizer, spec: OptimSpec, steps_per_epoch: int) -> CosineLRScheduler:
+    """Per-step cosine schedule with linear warm-up (call `step_update(global_step)` before each step)."""
+    total = max(spec.epochs * steps_per_epoch, 1)
+    warmup = min(int(spec.warmup_epochs * steps_per_epoch), total - 1)
+    # warmup_prefix: the cosine starts after the warm-up and ends at min_lr on the last step.
+    return CosineLRScheduler(optimizer, t_initial=total - warmup, lr_min=spec.min_lr, warmup_t=warmup,
+                             warmup_lr_init=spec.min_lr, warmup_prefix=True, t_in_epochs=False)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def check_finite(loss: torch.Tensor, epoch: int, step: int, run: "RunDir") -> None:
+    """Stop with a clear error on a NaN/inf loss; the last epoch's checkpoint stays as it was."""
+    if not torch.isfinite(loss):
+        last = run.last_path if run.last_path.is_file() else None
+        kept = f"the last good checkpoint is {last}" if last else "no epoch had finished, so no checkpoint was kept"
+        raise TrainingError(f"loss became {float(loss)} at epoch {epoch}, step {step} ({run.path}); {kept}. "
+                            "Lower blr, add warm-up or set clip_grad.")
+
+
+@dataclass
+class RunDir:
+    """One run's directory, named by its stage and spec hash: spec.yaml, last.pt, metrics.jsonl, result.json."""
+
+    path: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def for_spec(cls, stage: str, spec: Spec, root: Path | None = None, extra: dict | None = None) -> "RunDir":
+        """The directory of `spec` under the runs root ($PMGFLOW_RUNS or ./runs), created with spec.yaml."""
+        key = spec.model_dump(mode="json") | ({"_extra": extra} if extra else {})
+        path = Path(root or runs_dir()) / f"{stage}-{spec_hash(key)}"
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "spec.yaml").write_text(yaml.safe_dump(key, sort_keys=False))
+        return cls(path)
+
+    @property
+    def last_path(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def result_path(self) -> Path:
+        return self.path / "result.json"
+
+    def result(self) -> dict[str, Any] | None:
+        """The finished run's result, or None if it has not finished."""
+        return json.loads(self.result_path.read_text()) if self.result_path.is_file() else None
+
+    def resume(self, model: torch.nn.Module, optimizer) -> int:
+        """Load last.pt if present; returns the first epoch still to run (0 for a fresh run)."""
+        if not self.last_path.is_file():
+            return 0
+        ckpt = load_checkpoint(self.last_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        self.history = list(ckpt.get("history", []))
+        return int(ckpt["epoch"]) + 1
+
+    def save_epoch(self, epoch: int, model: torch.nn.Module, optimizer, metrics: dict[str, Any], **extra) -> None:
+        """Checkpoint after an epoch (atomic) and append its metrics."""
+        self.history.append({"epoch": epoch, **metrics})
+        state = checkpoint_state(model, optimizer=optimizer.state_dict(), epoch=epoch, history=self.history, **extra)
+        save_checkpoint(self.last_path, state)
+        with open(self.path / "metrics.jsonl", "w") as f:  # rewritten whole: a resumed run has no duplicates
+            f.writelines(json.dumps(h) + "\n" for h in self.history)
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Mark the run finished with its result (written last: a crash before it leaves a resumable run)."""
+        tmp = self.result_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, self.result_path)
+        return result
+
+
+def fit(run: RunDir, model: torch.nn.Module, optimizer, epochs: int, seed: int,
+        train_epoch: Callable[[int], dict[str, float]], on_epoch: EpochCallback | None = None,
+        extra_state: Callable[[], dict] | None = None) -> list[dict[str, Any]]:
+    """Run epochs [resumed epoch, epochs): seed, train, checkpoint, report. Returns the metric history."""
+    start = run.resume(model, optimizer)
+    for h in run.history:  # a resumed run reports the epochs it already had, so trackers see the whole curve
+        if on_epoch:
+            on_epoch(h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
+    for epoch in range(start, epochs):
+        seed_everything(stream_seed(seed, epoch, 0))
+        metrics = train_epoch(epoch)
+        run.save_epoch(epoch, model, optimizer, metrics, **(extra_state() if extra_state else {}))
+        if on_epoch:
+            on_epoch(epoch, metrics)
+    return run.history
+
+
+def finite_mean(values: list[float]) -> float:
+    """Mean of a list (nan for an empty one)."""
+    return sum(values) / len(values) if values else math.nan

@@ -1,0 +1,128 @@
+"""VideoMAE pre-training on pseudo-motion videos: images -> random resized crop -> PMG -> tube mask -> loss.
+
+The PMG runs on the training device inside the loop (no video is ever decoded or stored). Every random draw
+(data order, crops, motions, masks, drop path) comes from streams seeded by (seed, epoch), so a resumed run
+ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pmgflow.data.images import ImageBank, load_image_source, random_resized_crop
+from pmgflow.model.checkpoints import checkpoint_state, save_checkpoint
+from pmgflow.model.videomae import VideoMAE
+from pmgflow.pmg.generator import PseudoMotionGenerator
+from pmgflow.spec.train import PretrainSpec
+from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
+                                check_finite, configure_threads, fit, resolve_device, stream_seed)
+
+# Images are stored a little larger than the clips so the random resized crop keeps resolution.
+STORE_SCALE = 1.25
+
+
+def build_videomae(spec: PretrainSpec) -> VideoMAE:
+    """The VideoMAE model of a pre-training spec."""
+    return VideoMAE(**spec.model.videomae_kwargs(), mask_ratio=spec.mask_ratio, norm_pix_loss=spec.norm_pix_loss)
+
+
+def steps_per_epoch(spec: PretrainSpec, num_images: int) -> int:
+    """Optimizer steps per epoch: clips per epoch (default one per image) over the batch size, at least 1."""
+    return max((spec.clips_per_epoch or num_images) // spec.batch_size, 1)
+
+
+class RealClips:
+    """Clips of a real video dataset, mixed into pre-training batches (the paper's real + PMG setting)."""
+
+    def __init__(self, spec: PretrainSpec, device: torch.device):
+        from pmgflow.data.layouts import index_dataset
+        from pmgflow.data.video import ClipDataset, FrameCache
+        from pmgflow.paths import cache_dir
+
+        mix, model = spec.real_mix, spec.model
+        index = index_dataset(mix.dataset, "train")
+        cache = FrameCache(math.ceil(model.img_size * STORE_SCALE), disk_dir=cache_dir("frames"))
+        self.data = ClipDataset(index, cache, frames=model.frames, stride=mix.stride, size=model.img_size,
+                                train=True, seed=spec.seed)
+        self.ratio, self.device = mix.ratio, device
+
+    def replace(self, videos: torch.Tensor, epoch: int, g: torch.Generator) -> torch.Tensor:
+        """Replace the first round(ratio * B) videos of the batch by real clips."""
+        k = round(self.ratio * videos.shape[0])
+        if k == 0:
+            return videos
+        self.data.set_epoch(epoch)
+        idx = torch.randint(0, len(self.data), (k,), generator=g).tolist()
+        videos[:k] = torch.stack([self.data[i][0] for i in idx]).to(self.device)
+        return videos
+
+
+def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCallback | None = None,
+             progress: StepProgress | None = None, bank: ImageBank | None = None) -> dict[str, Any]:
+    """Pre-train (or resume, or return the finished result of) the run of `spec`; returns its result dict."""
+    run = RunDir.for_spec("pretrain", spec, root)
+    if (done := run.result()) is not None:
+        return done
+    configure_threads(spec.threads)
+    device = resolve_device(spec.device)
+    torch.manual_seed(spec.seed)
+    model = build_videomae(spec).to(device)
+    optimizer = build_optimizer(model, spec)
+    if bank is None:
+        bank = load_image_source(spec.source, math.ceil(spec.model.img_size * STORE_SCALE))
+    pmg = PseudoMotionGenerator(spec.pmg)
+    real = RealClips(spec, device) if spec.real_mix else None
+    steps = steps_per_epoch(spec, len(bank))
+    scheduler = build_scheduler(optimizer, spec, steps)
+    micro = spec.batch_size // spec.accum_steps
+
+    if progress:
+        progress(0, total=spec.epochs * steps)
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        model.train()
+        g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 1))
+        order = torch.cat([torch.randperm(len(bank), generator=g)
+                           for _ in range(math.ceil(steps * spec.batch_size / len(bank)))])
+        losses, clips, start = [], 0, time.perf_counter()
+        for step in range(steps):
+            scheduler.step_update(epoch * steps + step)
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for k in range(spec.accum_steps):
+                at = step * spec.batch_size + k * micro
+                images = bank.batch(order[at: at + micro]).to(device, non_blocking=True).float().div_(255)
+                images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)
+                videos = pmg(images, generator=g)
+                if real is not None:
+                    videos = real.replace(videos, epoch, g)
+                mask = model.tube_mask(micro, "cpu", generator=g).to(device)
+                with autocast(device):
+                    loss, _, _ = model(videos, mask=mask)
+                check_finite(loss.detach(), epoch, step, run)
+                (loss / spec.accum_steps).backward()
+                step_loss += float(loss.detach()) / spec.accum_steps
+            if spec.clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip_grad)
+            optimizer.step()
+            losses.append(step_loss)
+            clips += spec.batch_size
+            if progress:
+                rate = clips / (time.perf_counter() - start)
+                progress(1, info=f"epoch {epoch + 1}/{spec.epochs} loss {step_loss:.4f} {rate:.0f} clips/s")
+        seconds = time.perf_counter() - start
+        return {"pretrain_loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
+                "clips_per_s": clips / seconds, "epoch_seconds": seconds}
+
+    history = fit(run, model, optimizer, spec.epochs, spec.seed, train_epoch, on_epoch)
+    weights = save_checkpoint(run.path / "model.pt", checkpoint_state(model, spec=spec.model_dump(mode="json")))
+    last = history[-1] if history else {}
+    return run.finish({"stage": "pretrain", "run_dir": str(run.path), "checkpoint": str(weights),
+                       "epochs": spec.epochs, "pretrain_loss": last.get("pretrain_loss"),
+                       "clips_per_s": last.get("clips_per_s"), "images": len(bank),
+                       "seconds": sum(h.get("epoch_seconds", 0.0) for h in history)})

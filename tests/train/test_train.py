@@ -1,0 +1,143 @@
+"""Training stages on tiny models: resume equals uninterrupted, NaN stops cleanly, finished runs are reused."""
+
+import json
+
+import pytest
+import torch
+
+from pmgflow.errors import PmgflowError
+from pmgflow.model.checkpoints import load_checkpoint
+from pmgflow.spec.train import FinetuneSpec, PretrainSpec
+from pmgflow.train import pretrain as pretrain_module
+from pmgflow.train.finetune import finetune
+from pmgflow.train.loop import TrainingError, build_scheduler
+from pmgflow.train.pretrain import pretrain
+
+TINY_MODEL = {"preset": "tiny", "frames": 4, "img_size": 16, "patch": 4, "embed_dim": 32, "depth": 2,
+              "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
+TINY_SOURCE = {"kind": "fractal", "categories": 2, "images": 16, "size": 32}
+TINY_ACTIONS = {"kind": "actions", "classes": 3, "train_per_class": 4, "test_per_class": 2, "frames": 12, "size": 32}
+
+
+def tiny_pretrain(**kw):
+    return PretrainSpec.model_validate({"model": TINY_MODEL, "source": TINY_SOURCE, "epochs": 2, "batch_size": 8,
+                                        "blr": 1e-3, "warmup_epochs": 0.5, "threads": 1,
+                                        "pmg": {"transforms": ["zoom", "affine"], "augment": {"kind": "mixup"}}, **kw})
+
+
+def tiny_finetune(**kw):
+    return FinetuneSpec.model_validate({"model": TINY_MODEL, "dataset": TINY_ACTIONS, "epochs": 2, "batch_size": 4,
+                                        "threads": 1, "test_segments": 2, "test_crops": 1, **kw})
+
+
+class Interrupt(Exception):
+    pass
+
+
+def weights(result):
+    return load_checkpoint(result["checkpoint"])["model"]
+
+
+def test_pretrain_resume_equals_uninterrupted(tmp_path):
+    spec = tiny_pretrain(epochs=3)
+    full = pretrain(spec, root=tmp_path / "a")
+
+    def stop_after_first(epoch, metrics):
+        if epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        pretrain(spec, root=tmp_path / "b", on_epoch=stop_after_first)
+    assert load_checkpoint(next((tmp_path / "b").glob("pretrain-*/last.pt")))["epoch"] == 0
+    seen = []
+    resumed = pretrain(spec, root=tmp_path / "b", on_epoch=lambda e, m: seen.append(e))
+    assert seen == [0, 1, 2]  # the resumed run replays the finished epoch's metrics, then trains the rest
+    a, b = weights(full), weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["pretrain_loss"] == pytest.approx(full["pretrain_loss"], abs=0)
+
+
+def test_pretrain_loss_decreases_and_result_is_reused(tmp_path, monkeypatch):
+    spec = tiny_pretrain(epochs=4, blr=3e-3)
+    result = pretrain(spec, root=tmp_path)
+    history = [json.loads(line) for line in open(f"{result['run_dir']}/metrics.jsonl")]
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert history[-1]["pretrain_loss"] < history[0]["pretrain_loss"]
+
+    def fail(*a, **k):
+        raise AssertionError("a finished run must not be recomputed")
+
+    monkeypatch.setattr(pretrain_module, "build_videomae", fail)
+    assert pretrain(spec, root=tmp_path) == result
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    spec = tiny_pretrain(epochs=3)
+    real_build = pretrain_module.build_videomae
+    calls = {"n": 0}
+
+    def poisoned(s):
+        model = real_build(s)
+        forward = model.forward
+
+        def nan_after_first_epoch(*a, **k):
+            calls["n"] += 1
+            loss, pred, mask = forward(*a, **k)
+            return (loss * float("nan") if calls["n"] > 2 else loss), pred, mask
+
+        model.forward = nan_after_first_epoch
+        return model
+
+    monkeypatch.setattr(pretrain_module, "build_videomae", poisoned)
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, step 0 .*last good checkpoint is .*last\.pt"):
+        pretrain(spec, root=tmp_path)
+    assert load_checkpoint(next(tmp_path.glob("pretrain-*/last.pt")))["epoch"] == 0
+    assert not list(tmp_path.glob("pretrain-*/result.json"))
+
+
+def test_schedule_warms_up_then_decays():
+    spec = tiny_pretrain(epochs=10, warmup_epochs=2, blr=2.56e-3, batch_size=100, min_lr=0.0)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=spec.lr)
+    sched = build_scheduler(opt, spec, steps_per_epoch=10)
+    lrs = []
+    for step in range(100):
+        sched.step_update(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    peak = max(lrs)
+    assert peak == pytest.approx(spec.lr, rel=0.02) and spec.lr == pytest.approx(1e-3)
+    assert lrs.index(peak) in (19, 20) and lrs[0] < 0.1 * peak and lrs[-1] < 0.01 * peak
+
+
+def test_finetune_from_pretrained_and_from_scratch(tmp_path):
+    pre = pretrain(tiny_pretrain(epochs=1), root=tmp_path)
+    tuned = finetune(tiny_finetune(init=pre["checkpoint"]), root=tmp_path)
+    scratch = finetune(tiny_finetune(), root=tmp_path)
+    for r in (tuned, scratch):
+        assert 0 <= r["top1"] <= 100 and 0 <= r["top1_single"] <= 100
+        assert (r["classes"], r["train_videos"], r["test_videos"]) == (3, 12, 6)
+    assert tuned["init"].endswith("model.pt") and scratch["init"] == "scratch"
+    assert tuned["run_dir"] != scratch["run_dir"]
+    # the pre-trained encoder was loaded: only its final norm is unused (mean pooling + fc_norm replace it,
+    # as in VideoMAE) and only the classifier was new
+    assert (tuned["unexpected_keys"], tuned["missing_keys"]) == (2, 4)
+
+
+def test_linear_probe_freezes_the_encoder(tmp_path):
+    pre = pretrain(tiny_pretrain(epochs=1), root=tmp_path)
+    probe = finetune(tiny_finetune(init=pre["checkpoint"], mode="linear", mixup=0, cutmix=0), root=tmp_path)
+    before = {k.removeprefix("encoder."): v for k, v in weights(pre).items() if k.startswith("encoder.")}
+    after = weights(probe)
+    shared = [k for k in before if k in after]
+    assert len(shared) == len(before) - 2  # all but the final norm
+    assert all(torch.equal(before[k], after[k]) for k in shared)
+
+
+def test_limited_labels(tmp_path):
+    r = finetune(tiny_finetune(per_class=2, epochs=1), root=tmp_path)
+    assert r["train_videos"] == 6
+
+
+def test_missing_init_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(PmgflowError, match="does not exist"):
+        finetune(tiny_finetune(init=tmp_path / "nope.pt"), root=tmp_path)
