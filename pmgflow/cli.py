@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from rich.markup import escape
+
 from pmgflow.console import console
 from pmgflow.errors import PmgflowError
 
@@ -32,7 +34,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except PmgflowError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: finished epochs are checkpointed; run the same command to resume")

@@ -127,20 +127,20 @@ def _side_step(p, a):
     return _both(th=0.05 + 0.3 * o, sh=0.05 + 0.3 * o, ua=0.2 + 0.3 * o, fa=0.2 + 0.3 * o) | {"dx": 0.3 * a * np.sin(p)}
 
 
-# action: (pose function, front view?, cycle length in frames, anchor the feet in x?)
-_MOTIONS: dict[str, tuple[Callable[[np.ndarray, float], Pose], bool, float, bool]] = {
-    "wave": (_wave, True, 11, True),
-    "clap": (_clap, True, 11, True),
-    "jump": (_jump, True, 13, True),
-    "squat": (_squat, False, 14, True),
-    "kick": (_kick, False, 13, True),
-    "punch": (_punch, False, 12, True),
-    "bow": (_bow, False, 14, True),
-    "jumping_jacks": (_jumping_jacks, True, 12, True),
-    "arm_circles": (_arm_circles, True, 13, True),
-    "walk": (_walk, False, 14, False),
-    "run": (_run, False, 11, False),
-    "side_step": (_side_step, True, 14, False),
+# action: (pose function, front view?, cycle length in frames, feet kept in place: "both", "far" or None = travel)
+_MOTIONS: dict[str, tuple[Callable[[np.ndarray, float], Pose], bool, float, str | None]] = {
+    "wave": (_wave, True, 11, "both"),
+    "clap": (_clap, True, 11, "both"),
+    "jump": (_jump, True, 13, "both"),
+    "squat": (_squat, False, 14, "both"),
+    "kick": (_kick, False, 13, "far"),
+    "punch": (_punch, False, 12, "both"),
+    "bow": (_bow, False, 14, "both"),
+    "jumping_jacks": (_jumping_jacks, True, 12, "both"),
+    "arm_circles": (_arm_circles, True, 13, "both"),
+    "walk": (_walk, False, 14, None),
+    "run": (_run, False, 11, None),
+    "side_step": (_side_step, True, 14, None),
 }
 assert list(_MOTIONS) == ACTIONS
 
@@ -150,7 +150,9 @@ def _direction(angle: np.ndarray) -> np.ndarray:
     return np.stack([np.sin(angle), -np.cos(angle)], axis=-1)
 
 
-def _skeleton(pose: Pose, frames: int, front: bool, body: dict[str, float]) -> list[tuple[np.ndarray, np.ndarray, str]]:
+def _skeleton(
+    pose: Pose, frames: int, front: bool, anchor: str | None, body: dict[str, float]
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """Capsules (start (T, 2), end (T, 2), part) in body units (y up, feet on y = 0), in drawing order."""
 
     def angle(key: str, side: float = 1.0) -> np.ndarray:
@@ -174,8 +176,9 @@ def _skeleton(pose: Pose, frames: int, front: bool, body: dict[str, float]) -> l
     feet = np.stack([limbs["n"][5], limbs["f"][5]])
     # Stand on the lowest foot, lifted by `air`; stationary actions keep the feet in place (the hips move).
     shift = np.zeros((frames, 2))
-    shift[:, 1] = body["limb"] - feet[..., 1].min(axis=0) + angle("air")
-    shift[:, 0] = angle("dx") - (feet[..., 0].mean(axis=0) if body["anchor"] else 0.0)
+    shift[:, 1] = body["r_limb"] - feet[..., 1].min(axis=0) + angle("air")
+    anchored = {"both": feet[..., 0].mean(axis=0), "far": feet[1, :, 0], None: 0.0}[anchor]
+    shift[:, 0] = angle("dx") - anchored
     if front:
         order = ["f_leg", "n_leg", "torso", "f_arm", "n_arm", "head"]
     else:
@@ -204,7 +207,6 @@ def _random_body(rng: np.random.Generator) -> dict[str, float]:
         "upper_arm": 0.17 * arm, "forearm": 0.16 * arm, "shoulder": 0.09 * thick, "hip": 0.055 * thick,
         "r_limb": 0.05 * thick, "r_torso": 0.08 * thick,
     }  # fmt: skip
-    body["limb"] = 0.04  # keeps the feet's capsule ends above the ground line
     return body
 
 
@@ -218,20 +220,26 @@ def _colour_near(rng: np.random.Generator, luminance: float, chroma: float) -> n
 def _background(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, float]:
     """Smooth low-contrast background (a gradient plus soft blobs), float32 (T, H, W, 3) in [0, 1], and its level.
 
-    `ys` (T, H) and `xs` (T, W) are the pixel coordinates (in frame units) seen by each frame's camera: every
-    term is separable in y and x, so the frame is built from outer products.
+    `ys` (T, H) and `xs` (T, W) are the pixel coordinates (frame units) seen by each frame's camera. Every term is
+    a product of a function of y, one of x and an RGB vector, so the frames are one batched matrix product.
     """
     level = rng.uniform(0.25, 0.75)
-    base = _colour_near(rng, level, rng.uniform(0.0, 0.15))
     angle = rng.uniform(0, 2 * np.pi)
     ramp = rng.uniform(-0.12, 0.12, size=3)
-    image = (base + np.cos(angle) * xs[:, None, :, None] * ramp + np.sin(angle) * ys[:, :, None, None] * ramp)
+    ones_y, ones_x = np.ones_like(ys), np.ones_like(xs)
+    fy = [ones_y, ones_y, np.sin(angle) * ys]  # terms: base colour, gradient in x, gradient in y
+    fx = [ones_x, np.cos(angle) * xs, ones_x]
+    rgb = [_colour_near(rng, level, rng.uniform(0.0, 0.15)), ramp, ramp]
     for _ in range(rng.integers(3, 7)):
         cy, cx = rng.uniform(-0.2, 1.2, size=2)
         sigma = rng.uniform(0.12, 0.35)
-        gy, gx = np.exp(-((ys - cy) ** 2) / (2 * sigma**2)), np.exp(-((xs - cx) ** 2) / (2 * sigma**2))
-        image += (gy[:, :, None] * gx[:, None, :])[..., None] * rng.uniform(-0.08, 0.08, size=3)
-    return image.astype(np.float32), level
+        fy.append(np.exp(-((ys - cy) ** 2) / (2 * sigma**2)))
+        fx.append(np.exp(-((xs - cx) ** 2) / (2 * sigma**2)))
+        rgb.append(rng.uniform(-0.08, 0.08, size=3))
+    frames, height, width = len(ys), ys.shape[1], xs.shape[1]
+    left = np.einsum("kth,kc->thck", np.stack(fy), np.stack(rgb)).reshape(frames, height * 3, -1)
+    image = np.matmul(left.astype(np.float32), np.stack(fx, axis=-1).astype(np.float32).transpose(0, 2, 1))
+    return np.ascontiguousarray(image.reshape(frames, height, 3, width).transpose(0, 1, 3, 2)), level
 
 
 def _draw_capsule(image: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float, colour: np.ndarray) -> None:
@@ -260,11 +268,11 @@ def render_action(action: str, rng: np.random.Generator, frames: int, size: int)
     if action not in _MOTIONS:
         raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
     motion, front, period, anchor = _MOTIONS[action]
-    body = _random_body(rng) | {"anchor": anchor}
+    body = _random_body(rng)
     period *= rng.uniform(0.85, 1.15)
     phase = 2 * np.pi * np.arange(frames) / period + rng.uniform(0, 2 * np.pi)
     pose = motion(phase, rng.uniform(0.85, 1.1))
-    capsules = _skeleton(pose, frames, front, body)
+    capsules = _skeleton(pose, frames, front, anchor, body)
 
     # Body units -> pixels: height about 0.6 of the frame, random facing and place, a smooth camera jitter.
     height = size * rng.uniform(0.55, 0.66)
@@ -328,7 +336,7 @@ def write_actions_dataset(
                 group, clip = first_group + i // CLIPS_PER_GROUP, i % CLIPS_PER_GROUP + 1
                 rel = f"{name}/v_{name}_g{group:0{digits}d}_c{clip:02d}.mp4"
                 # Disjoint seed streams: (seed, 0 = train / 1 = test, class, clip).
-                rng = np.random.default_rng([spec.seed, subset == "test", label, i])
+                rng = np.random.default_rng([spec.seed % 2**64, int(subset == "test"), label, i])
                 write_video(root / "videos" / rel, render_action(action, rng, spec.frames, spec.size), fps=FPS)
                 lists[subset].append(rel + (f" {label + 1}" if subset == "train" else ""))
                 done += 1

@@ -25,19 +25,41 @@ def matrix_powers(init: torch.Tensor, step: torch.Tensor, frames: int) -> torch.
     return torch.stack(out, 1)
 
 
-def base_grid(size: int, device: torch.device) -> torch.Tensor:
-    """Homogeneous normalized pixel-centre coordinates (size*size, 3), x fastest (align_corners=False)."""
-    c = (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1
-    y, x = torch.meshgrid(c, c, indexing="ij")
-    return torch.stack([x.flatten(), y.flatten(), torch.ones(size * size, device=device)], -1)
+def pixel_centres(size: int, device: torch.device) -> torch.Tensor:
+    """Normalized coordinates of the pixel centres along one axis (align_corners=False)."""
+    return (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1
 
 
 def warp_grid(mats: torch.Tensor, size: int) -> torch.Tensor:
-    """(B,T,3,3) sampling homographies -> grid_sample grid (B, T*size, size, 2)."""
+    """(B,T,3,3) sampling homographies -> grid_sample grid (B, T*size, size, 2).
+
+    Built by broadcasting a row term and a column term (cheaper than a matmul over every pixel); the
+    projective division is done only when some matrix is not affine.
+    """
     b, t = mats.shape[:2]
-    pts = torch.einsum("btij,pj->btpi", mats, base_grid(size, mats.device))
-    xy = pts[..., :2] / pts[..., 2:].clamp_min(1e-6)
-    return xy.reshape(b, t * size, size, 2)
+    c = pixel_centres(size, mats.device)
+    grid = torch.empty(b, t, size, size, 2, device=mats.device)
+
+    def coord(row: int) -> torch.Tensor:  # m[row,0]*x + m[row,1]*y + m[row,2], shape (B,T,size,size)
+        along_x = mats[..., row, 0, None, None] * c[None, :]
+        along_y = mats[..., row, 1, None, None] * c[:, None] + mats[..., row, 2, None, None]
+        return along_x + along_y
+
+    projective = bool((mats[..., 2, :2] != 0).any() or (mats[..., 2, 2] != 1).any())
+    if projective:
+        z = coord(2).clamp_min_(1e-6)
+        torch.div(coord(0), z, out=grid[..., 0])
+        torch.div(coord(1), z, out=grid[..., 1])
+    else:
+        grid[..., 0] = coord(0)
+        grid[..., 1] = coord(1)
+    return grid.view(b, t * size, size, 2)
+
+
+def is_identity(mats: torch.Tensor) -> torch.Tensor:
+    """(n,k,k) -> bool (n,): which matrices are exactly the identity."""
+    eye = torch.eye(mats.shape[-1], dtype=mats.dtype)
+    return (mats == eye).flatten(1).all(1)
 
 
 def apply_color(frames: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
@@ -48,14 +70,19 @@ def apply_color(frames: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
 
 def box_mask(centre: torch.Tensor, half: torch.Tensor, size: int) -> torch.Tensor:
     """(B,T,2) box centres and (B,2) half-sizes (normalized) -> float masks (B,1,T,size,size)."""
-    c = (torch.arange(size, device=centre.device, dtype=torch.float32) * 2 + 1) / size - 1
+    c = pixel_centres(size, centre.device)
     inside_x = (c[None, None, :] - centre[..., 0:1]).abs() <= half[:, None, 0:1]
     inside_y = (c[None, None, :] - centre[..., 1:2]).abs() <= half[:, None, 1:2]
     return (inside_y[..., :, None] & inside_x[..., None, :]).float().unsqueeze(1)
 
 
 class PseudoMotionGenerator:
-    """Turns images (B,3,H,W) in [0,1] into pseudo-motion videos (B,3,T,size,size) in [0,1]."""
+    """Turns images (B,3,H,W) in [0,1] into pseudo-motion videos (B,3,T,size,size) in [0,1].
+
+    The number of videos per transform is drawn from the weights (multinomial); the videos of one transform
+    form a contiguous block of the batch, so each block is rendered with slices, no gather or scatter.
+    Training batches arrive in random order, so this is the same as drawing a transform per video.
+    """
 
     def __init__(self, spec: PMGSpec | None = None):
         self.spec = spec or PMGSpec()
@@ -64,19 +91,23 @@ class PseudoMotionGenerator:
         self.weights = torch.tensor([c.weight for c in self.spec.transforms], dtype=torch.float64)
         self.generator = torch.Generator().manual_seed(self.spec.seed)
 
-    def sample_motion(self, n: int, g: torch.Generator, transform: str | None = None) -> tuple[Motion, torch.Tensor]:
-        """Draw a transform index (by weight) and a motion per video; `transform` forces one by name."""
+    def sample_motion(self, n: int, g: torch.Generator, transform: str | None = None
+                      ) -> tuple[list[tuple[slice, Motion]], torch.Tensor]:
+        """Draw how many videos use each transform and their motions: ([(block, motion)], transform index per video)."""
         if transform is not None:
-            choice = torch.full((n,), self.names.index(transform), dtype=torch.long)
+            if transform not in self.names:
+                raise ValueError(f"transform {transform!r} is not in this generator's set {self.names}")
+            counts = torch.zeros(len(self.names), dtype=torch.long)
+            counts[self.names.index(transform)] = n
         else:
-            choice = torch.multinomial(self.weights, n, replacement=True, generator=g)
-        parts, order = [], []
-        for k, tr in enumerate(self.transforms):
-            idx = (choice == k).nonzero().flatten()
-            if idx.numel():
-                parts.append(tr.motion(int(idx.numel()), self.spec.frames, g))
-                order.append(idx)
-        return Motion.cat(parts, torch.cat(order)), choice
+            draws = torch.multinomial(self.weights, n, replacement=True, generator=g)
+            counts = torch.bincount(draws, minlength=len(self.names))
+        blocks, start = [], 0
+        for tr, count in zip(self.transforms, counts.tolist()):
+            if count:
+                blocks.append((slice(start, start + count), tr.motion(count, self.spec.frames, g)))
+                start += count
+        return blocks, torch.repeat_interleave(torch.arange(len(self.names)), counts)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
@@ -93,64 +124,69 @@ class PseudoMotionGenerator:
             raise ValueError(f"expected images of shape (B,3,H,W), got {tuple(images.shape)}")
         g = generator or self.generator
         images = images.float()
-        motion, choice = self.sample_motion(images.shape[0], g, transform)
+        b, _, h, w = images.shape
+        blocks, choice = self.sample_motion(b, g, transform)
+        out = torch.empty(b, 3, self.spec.frames, self.spec.size, self.spec.size, device=images.device)
         # The frames view the central (1 - 2·margin) of the source, so motion reveals real content.
-        view = scale3(torch.full((motion.n,), 1 - 2 * self.spec.margin))
-        motion.geo_init = view @ motion.geo_init
-        render = self._composed if self.spec.mode == "composed" else self._recursive
-        videos = render(images, motion, g)
-        videos = mix_videos(videos, self.spec.augment, g)
-        return videos, choice
+        view = scale3(torch.tensor([1 - 2 * self.spec.margin]))
+        same_size = (h, w) == (self.spec.size, self.spec.size) and self.spec.margin == 0
+        for block, motion in blocks:
+            motion.geo_init = view @ motion.geo_init
+            render = self._composed if self.spec.mode == "composed" else self._recursive
+            out[block] = render(images[block], motion, same_size)
+            self._paste(out[block], images, block, motion, g)
+        return mix_videos(out, self.spec.augment, g), choice
 
-    def _composed(self, images: torch.Tensor, m: Motion, g: torch.Generator) -> torch.Tensor:
+    def _composed(self, images: torch.Tensor, m: Motion, same_size: bool) -> torch.Tensor:
+        """Every frame sampled once from the source through M0·S^t, coloured by P^t·P0."""
         dev, size, frames = images.device, self.spec.size, self.spec.frames
-        b = images.shape[0]
-        geo = matrix_powers(m.geo_init, m.geo_step, frames).to(dev)
-        grid = warp_grid(geo, size)
-        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        out = out.view(b, 3, frames, size, size)
-        out = apply_color(out, matrix_powers(m.color_init, m.color_step, frames).to(dev))
-        out = self._paste(out, images, m, g)
-        return out.clamp_(0, 1)
+        if same_size and bool(is_identity(m.geo_init).all() and is_identity(m.geo_step).all()):
+            videos = images.unsqueeze(2).expand(-1, -1, frames, -1, -1)  # static geometry: no resampling
+        else:
+            grid = warp_grid(matrix_powers(m.geo_init, m.geo_step, frames).to(dev), size)
+            videos = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            videos = videos.view(-1, 3, frames, size, size)
+        if not bool(is_identity(m.color_init).all() and is_identity(m.color_step).all()):
+            videos = apply_color(videos, matrix_powers(m.color_init, m.color_step, frames).to(dev)).clamp_(0, 1)
+        return videos
 
-    def _recursive(self, images: torch.Tensor, m: Motion, g: torch.Generator) -> torch.Tensor:
+    def _recursive(self, images: torch.Tensor, m: Motion, same_size: bool) -> torch.Tensor:
+        """The literal recursion: frame t+1 resampled (and recoloured) from frame t."""
         dev, size, frames = images.device, self.spec.size, self.spec.frames
-        b = images.shape[0]
         grid0 = warp_grid(m.geo_init[:, None].to(dev), size)
         grid_step = warp_grid(m.geo_step[:, None].to(dev), size)
         color0, color_step = m.color_init[:, None].to(dev), m.color_step[:, None].to(dev)
         frame = F.grid_sample(images, grid0, mode="bilinear", padding_mode="reflection", align_corners=False)
         frame = apply_color(frame[:, :, None], color0).clamp(0, 1)[:, :, 0]
         out = [frame]
-        for _ in range(frames - 1):  # the literal recursion: each frame is resampled from the previous one
+        for _ in range(frames - 1):
             frame = F.grid_sample(frame, grid_step, mode="bilinear", padding_mode="reflection", align_corners=False)
             frame = apply_color(frame[:, :, None], color_step).clamp(0, 1)[:, :, 0]
             out.append(frame)
-        videos = torch.stack(out, 2)
-        # A pasted patch is an overlay, not a resampling chain: drawn from the source in both modes.
-        return self._paste(videos, images, m, g).clamp_(0, 1)
+        return torch.stack(out, 2)
 
-    def _paste(self, videos: torch.Tensor, images: torch.Tensor, m: Motion, g: torch.Generator) -> torch.Tensor:
-        """Paste a moving patch of another image of the batch onto the videos whose motion has one."""
-        idx = (m.paste_size[:, 0] > 0).nonzero().flatten()
-        if idx.numel() == 0:
-            return videos
+    def _paste(self, videos: torch.Tensor, images: torch.Tensor, block: slice, m: Motion,
+               g: torch.Generator) -> None:
+        """Paste, in place, a moving patch of another image of the batch onto the videos whose motion has one.
+
+        A pasted patch is an overlay, not a resampling chain, so it is drawn from the source in both modes.
+        """
+        if not bool((m.paste_size > 0).any()):
+            return
         dev, size, frames = videos.device, self.spec.size, self.spec.frames
-        b = images.shape[0]
-        partner = (idx + 1 + torch.randint(0, max(b - 1, 1), (idx.numel(),), generator=g)) % b
+        n, b = videos.shape[0], images.shape[0]
+        own = torch.arange(block.start, block.start + n)
+        partner = (own + 1 + torch.randint(0, max(b - 1, 1), (n,), generator=g)) % b  # never oneself
         t = torch.arange(frames, dtype=torch.float32)
-        shift = t[None, :, None] * m.paste_step[idx][:, None, :]  # (k,T,2) displacement of the patch
-        centre = (m.paste_start[idx][:, None, :] + shift).to(dev)
+        shift = t[None, :, None] * m.paste_step[:, None, :]  # (n,T,2) displacement of the patch
+        centre = (m.paste_start[:, None, :] + shift).to(dev)
         # The patch content travels with its box: frame t samples the partner at x - shift_t.
-        mats = torch.eye(3).repeat(idx.numel(), frames, 1, 1)
+        mats = torch.eye(3).repeat(n, frames, 1, 1)
         mats[..., :2, 2] = -shift
         patch = F.grid_sample(images[partner.to(dev)], warp_grid(mats.to(dev), size),
                               mode="bilinear", padding_mode="reflection", align_corners=False)
-        patch = patch.view(idx.numel(), 3, frames, size, size)
-        mask = box_mask(centre, m.paste_size[idx].to(dev), size)
-        dev_idx = idx.to(dev)
-        videos[dev_idx] = mask * patch + (1 - mask) * videos[dev_idx]
-        return videos
+        mask = box_mask(centre, m.paste_size.to(dev), size) > 0
+        torch.where(mask, patch.view(n, 3, frames, size, size), videos, out=videos)
 
 
 def beta(alpha: float, n: int, g: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,94 @@
+"""The command line as a user runs it: preview, data, pretrain -> finetune, and clear errors (exit 2)."""
+
+import json
+
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from pmgflow.cli import app
+
+runner = CliRunner()
+
+TINY_MODEL = {"preset": "tiny", "frames": 4, "img_size": 16, "patch": 4, "embed_dim": 32, "depth": 2,
+              "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_preview_default_writes_a_gif_per_transform_and_a_sheet(tmp_path):
+    r = invoke("preview", "--out", tmp_path, "--clips", 2, "--size", 32, "--frames", 6)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["affine.gif", "color_jitter.gif", "contact_sheet.png", "cutmix.gif", "fade.gif",
+                            "identity.gif", "perspective.gif", "sliding_window.gif", "zoom.gif"])
+    gif = Image.open(tmp_path / "zoom.gif")
+    assert gif.n_frames == 6 and gif.size[1] == 32
+    assert Image.open(tmp_path / "contact_sheet.png").size[1] == 8 * 34
+
+
+def test_preview_from_a_photo_folder(tmp_path):
+    from skimage import data
+
+    photos = tmp_path / "photos" / "cats"
+    photos.mkdir(parents=True)
+    Image.fromarray(data.chelsea()).save(photos / "chelsea.jpg")
+    Image.fromarray(data.astronaut()).save(photos / "astronaut.png")
+    r = invoke("preview", "--out", tmp_path / "out", "--source", tmp_path / "photos", "--transforms", "zoom,affine",
+               "--clips", 2, "--size", 32, "--frames", 4)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["affine.gif", "contact_sheet.png", "zoom.gif"]
+
+
+def test_data_fractal_writes_category_folders(tmp_path):
+    r = invoke("data", "fractal", "--out", tmp_path, "--categories", 3, "--per-category", 2, "--size", 32)
+    assert r.exit_code == 0, r.output
+    folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(folders) == 3 and all(len(list(f.glob("*.png"))) == 2 for f in folders)
+
+
+def test_pretrain_then_finetune_through_the_cli(tmp_path):
+    pre = tmp_path / "pre.yaml"
+    pre.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 8, "threads": 1, "model": TINY_MODEL,
+                                   "source": {"kind": "fractal", "categories": 2, "images": 16, "size": 32}}))
+    ft = tmp_path / "ft.yaml"
+    ft.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 4, "threads": 1, "model": TINY_MODEL,
+                                  "test_segments": 1, "test_crops": 1,
+                                  "dataset": {"kind": "actions", "classes": 3, "train_per_class": 4,
+                                              "test_per_class": 2, "frames": 12, "size": 32}}))
+    runs = tmp_path / "runs"
+    r = invoke("pretrain", pre, "--out", runs)
+    assert r.exit_code == 0, r.output
+    (ckpt,) = runs.glob("pretrain-*/model.pt")
+    r = invoke("finetune", ft, "--init", ckpt, "--out", runs)
+    assert r.exit_code == 0, r.output
+    (result,) = runs.glob("finetune-*/result.json")
+    res = json.loads(result.read_text())
+    assert res["init"] == str(ckpt.resolve()) and res["classes"] == 3 and 0 <= res["top1"] <= 100
+    assert "top1" in r.output and str(result.parent) in r.output.replace("\n", "")
+
+
+def test_bad_spec_is_one_message_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 2\nmask_ratio: 2\nmodel: {presett: tiny}\n")
+    r = invoke("pretrain", bad)
+    assert r.exit_code == 2
+    assert "bad.yaml: invalid spec (2 errors)" in r.output
+    assert "mask_ratio" in r.output and "model.presett: unknown field" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_missing_spec_file_and_missing_checkpoint(tmp_path):
+    r = invoke("pretrain", tmp_path / "nope.yaml")
+    assert r.exit_code == 2 and "nope.yaml: spec file not found" in r.output
+    ft = tmp_path / "ft.yaml"
+    ft.write_text("epochs: 1\n")
+    r = invoke("finetune", ft, "--init", tmp_path / "missing.pt")
+    assert r.exit_code == 2 and "missing.pt: checkpoint not found" in r.output
+
+
+def test_missing_image_folder_is_a_clear_error(tmp_path):
+    r = invoke("preview", "--out", tmp_path / "o", "--source", tmp_path / "no_such_dir")
+    assert r.exit_code == 2 and "no_such_dir" in r.output
