@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -12,8 +13,34 @@ console = Console(stderr=True)
 
 
 @contextlib.contextmanager
+def progress_lines(description: str, total: int | None, every: float = 15.0) -> Iterator[Callable[..., None]]:
+    """Progress for logs (output not a terminal): one line every `every` seconds and one at the end."""
+    state = {"done": 0, "total": total, "info": "", "last": time.monotonic()}
+
+    def line() -> None:
+        of = f"/{state['total']}" if state["total"] else ""
+        console.print(f"{description}: {state['done']}{of} {state['info']}", highlight=False, soft_wrap=True)
+
+    def advance(n: int = 1, info: str | None = None, total: int | None = None) -> None:
+        state["done"] += n
+        state["info"] = info if info is not None else state["info"]
+        state["total"] = total if total is not None else state["total"]
+        if time.monotonic() - state["last"] >= every:
+            state["last"] = time.monotonic()
+            line()
+
+    yield advance
+    line()
+
+
+@contextlib.contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
-    """A rich progress bar; yields `advance(n=1, info=None, total=None)` for the work to call."""
+    """A rich progress bar (plain periodic lines when not on a terminal); yields
+    `advance(n=1, info=None, total=None)` for the work to call."""
+    if not console.is_terminal:
+        with progress_lines(description, total) as advance:
+            yield advance
+        return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
     with Progress(*columns, console=console) as prog:

@@ -147,10 +147,21 @@ class RunDir:
         return result
 
 
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size) of a torch.distributed job (e.g. inside a Ray Train worker); (0, 1) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def fit(run: RunDir, model: torch.nn.Module, optimizer, epochs: int, seed: int,
         train_epoch: Callable[[int], dict[str, float]], on_epoch: EpochCallback | None = None,
         extra_state: Callable[[], dict] | None = None) -> list[dict[str, Any]]:
-    """Run epochs [resumed epoch, epochs): seed, train, checkpoint, report. Returns the metric history."""
+    """Run epochs [resumed epoch, epochs): seed, train, checkpoint, report. Returns the metric history.
+
+    In a distributed job every rank resumes from the same checkpoint and rank 0 alone writes.
+    """
+    rank, world = distributed_context()
     start = run.resume(model, optimizer)
     for h in run.history:  # a resumed run reports the epochs it already had, so trackers see the whole curve
         if on_epoch:
@@ -158,8 +169,13 @@ def fit(run: RunDir, model: torch.nn.Module, optimizer, epochs: int, seed: int,
     for epoch in range(start, epochs):
         seed_everything(stream_seed(seed, epoch, 0))
         metrics = train_epoch(epoch)
-        run.save_epoch(epoch, model, optimizer, metrics, **(extra_state() if extra_state else {}))
-        if on_epoch:
+        if rank == 0:
+            run.save_epoch(epoch, model, optimizer, metrics, **(extra_state() if extra_state else {}))
+        else:
+            run.history.append({"epoch": epoch, **metrics})
+        if world > 1:
+            torch.distributed.barrier()
+        if on_epoch and rank == 0:
             on_epoch(epoch, metrics)
     return run.history
 

@@ -19,8 +19,10 @@ from pmgflow.model.checkpoints import checkpoint_state, save_checkpoint
 from pmgflow.model.videomae import VideoMAE
 from pmgflow.pmg.generator import PseudoMotionGenerator
 from pmgflow.spec.train import PretrainSpec
+from pmgflow.errors import PmgflowError
 from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
-                                check_finite, configure_threads, fit, resolve_device, stream_seed)
+                                check_finite, configure_threads, distributed_context, fit, resolve_device,
+                                stream_seed)
 
 # Images are stored a little larger than the clips so the random resized crop keeps resolution.
 STORE_SCALE = 1.25
@@ -63,15 +65,29 @@ class RealClips:
 
 
 def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCallback | None = None,
-             progress: StepProgress | None = None, bank: ImageBank | None = None) -> dict[str, Any]:
-    """Pre-train (or resume, or return the finished result of) the run of `spec`; returns its result dict."""
+             progress: StepProgress | None = None, bank: ImageBank | None = None,
+             device: torch.device | None = None) -> dict[str, Any]:
+    """Pre-train (or resume, or return the finished result of) the run of `spec`; returns its result dict.
+
+    Inside an initialized torch.distributed job (a Ray Train worker, torchrun) it trains data-parallel:
+    `batch_size` is the total over ranks, each rank generates its own share of the batch, rank 0 writes.
+    """
     run = RunDir.for_spec("pretrain", spec, root)
     if (done := run.result()) is not None:
         return done
+    rank, world = distributed_context()
+    if spec.batch_size % (world * spec.accum_steps):
+        raise PmgflowError(f"batch_size {spec.batch_size} is not divisible by {world} ranks x "
+                           f"{spec.accum_steps} accumulation steps")
     configure_threads(spec.threads)
-    device = resolve_device(spec.device)
-    torch.manual_seed(spec.seed)
+    device = device or resolve_device(spec.device)
+    torch.manual_seed(spec.seed)  # same initial weights on every rank
     model = build_videomae(spec).to(device)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(model, spec)
     if bank is None:
         bank = load_image_source(spec.source, math.ceil(spec.model.img_size * STORE_SCALE))
@@ -79,23 +95,26 @@ def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCal
     real = RealClips(spec, device) if spec.real_mix else None
     steps = steps_per_epoch(spec, len(bank))
     scheduler = build_scheduler(optimizer, spec, steps)
-    micro = spec.batch_size // spec.accum_steps
+    per_rank = spec.batch_size // world
+    micro = per_rank // spec.accum_steps
 
     if progress:
         progress(0, total=spec.epochs * steps)
 
     def train_epoch(epoch: int) -> dict[str, float]:
         model.train()
-        g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 1))
-        order = torch.cat([torch.randperm(len(bank), generator=g)
+        # The data order is shared by all ranks; crops, motions and masks are drawn per rank.
+        order_g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 1))
+        order = torch.cat([torch.randperm(len(bank), generator=order_g)
                            for _ in range(math.ceil(steps * spec.batch_size / len(bank)))])
+        g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 2, rank))
         losses, clips, start = [], 0, time.perf_counter()
         for step in range(steps):
             scheduler.step_update(epoch * steps + step)
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for k in range(spec.accum_steps):
-                at = step * spec.batch_size + k * micro
+                at = step * spec.batch_size + rank * per_rank + k * micro
                 images = bank.batch(order[at: at + micro]).to(device, non_blocking=True).float().div_(255)
                 images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)
                 videos = pmg(images, generator=g)
@@ -103,7 +122,7 @@ def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCal
                     videos = real.replace(videos, epoch, g)
                 mask = model.tube_mask(micro, "cpu", generator=g).to(device)
                 with autocast(device):
-                    loss, _, _ = model(videos, mask=mask)
+                    loss, _, _ = net(videos, mask=mask)
                 check_finite(loss.detach(), epoch, step, run)
                 (loss / spec.accum_steps).backward()
                 step_loss += float(loss.detach()) / spec.accum_steps
@@ -120,9 +139,13 @@ def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCal
                 "clips_per_s": clips / seconds, "epoch_seconds": seconds}
 
     history = fit(run, model, optimizer, spec.epochs, spec.seed, train_epoch, on_epoch)
-    weights = save_checkpoint(run.path / "model.pt", checkpoint_state(model, spec=spec.model_dump(mode="json")))
+    weights = run.path / "model.pt"
     last = history[-1] if history else {}
-    return run.finish({"stage": "pretrain", "run_dir": str(run.path), "checkpoint": str(weights),
-                       "epochs": spec.epochs, "pretrain_loss": last.get("pretrain_loss"),
-                       "clips_per_s": last.get("clips_per_s"), "images": len(bank),
-                       "seconds": sum(h.get("epoch_seconds", 0.0) for h in history)})
+    result = {"stage": "pretrain", "run_dir": str(run.path), "checkpoint": str(weights),
+              "epochs": spec.epochs, "pretrain_loss": last.get("pretrain_loss"),
+              "clips_per_s": last.get("clips_per_s"), "images": len(bank), "ranks": world,
+              "seconds": sum(h.get("epoch_seconds", 0.0) for h in history)}
+    if rank != 0:
+        return result
+    save_checkpoint(weights, checkpoint_state(model, spec=spec.model_dump(mode="json")))
+    return run.finish(result)
