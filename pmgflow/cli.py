@@ -126,6 +126,64 @@ def data_actions(
     console.print(f"wrote the action set to [bold]{root}[/]")
 
 
+@data_app.command("check")
+@user_errors
+def data_check(
+    spec: Annotated[Path, typer.Argument(help="A dataset spec YAML ({kind: ucf101|hmdb51|diving48|actions, root, "
+                                         "split}), or a fine-tuning spec (its `dataset` is checked).")],
+    full: Annotated[bool, typer.Option(help="Decode every video whole (slower, finds more damage).")] = False,
+):
+    """Count videos per class and split, and list the files that cannot be read (exit 1 if any)."""
+    from pmgflow.jobs import check_job
+
+    if not check_job(spec, full):
+        raise typer.Exit(1)
+
+
+@data_app.command("prepare")
+@user_errors
+def data_prepare(
+    spec: Annotated[Path, typer.Argument(help="A dataset spec YAML, or a fine-tuning spec.")],
+    out: Annotated[Path, typer.Option(help="Root of the transcoded copy (same layout, .mp4 videos).")],
+    short_side: Annotated[int, typer.Option(min=16, help="Short side of the transcoded videos.")] = 128,
+):
+    """Transcode a dataset once to h264 mp4 at a given short side, for faster decoding; reruns resume."""
+    from pmgflow.jobs import prepare_job
+
+    prepare_job(spec, out, short_side)
+
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A pmgflow checkpoint (model.pt of a run).")],
+    out: Annotated[Path, typer.Option(help="Output folder (config.json + model.safetensors).")],
+    format: Annotated[str, typer.Option("--format", help="Only 'hf' (Hugging Face transformers) for now.")] = "hf",
+):
+    """Export to transformers: pre-trained -> VideoMAEForPreTraining, fine-tuned -> VideoMAEForVideoClassification."""
+    from pmgflow.jobs import export_job
+
+    if format != "hf":
+        raise PmgflowError(f"--format {format!r}: only 'hf' is supported")
+    console.print(f"wrote [bold]{export_job(checkpoint, out)}[/]")
+
+
+@app.command("import")
+@user_errors
+def import_(
+    source: Annotated[Path, typer.Argument(help="An official VideoMAE checkpoint file, or a transformers VideoMAE "
+                                           "folder (config.json + weights).")],
+    out: Annotated[Path, typer.Option(help="The pmgflow checkpoint to write (then: finetune --init OUT).")],
+    preset: Annotated[str, typer.Option(help="Architecture of an official checkpoint (its file holds none): "
+                                        "tiny, small, base, large.")] = "base",
+):
+    """Import VideoMAE weights (official or transformers) as a pmgflow checkpoint, to fine-tune them here."""
+    from pmgflow.jobs import import_job
+
+    kind = import_job(source, out, preset)
+    console.print(f"wrote a {kind} checkpoint to [bold]{out}[/]")
+
+
 @app.command()
 def schema(name: Annotated[str, typer.Argument(help="pretrain, finetune, pmg or sweep.")] = "pretrain"):
     """Print the JSON schema of a spec (every field, its default and its description)."""
@@ -137,6 +195,76 @@ def schema(name: Annotated[str, typer.Argument(help="pretrain, finetune, pmg or 
         console.print(f"[bold red]error:[/] unknown spec {name!r}; choose from {', '.join(SPECS)}")
         raise typer.Exit(2)
     print(json.dumps(SPECS[name].model_json_schema(), indent=2))
+
+
+@app.command()
+@user_errors
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="Sweep YAML (e.g. experiments/epochs.yaml; `pmgflow schema sweep`).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate every trial, print the trial table and the "
+                                          "shared pre-trainings, run nothing.")] = False,
+    address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster ('auto' inside a Ray job); default: "
+                                                   "a local Ray sized to this machine.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI (a server: http://HOST:PORT); "
+                                                        "default $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db.")] = None,
+    runs: Annotated[Optional[Path], typer.Option(help="Shared runs root (default $PMGFLOW_RUNS or ./runs).")] = None,
+    cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs of the local Ray (default: all of this machine's).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the report (Markdown, CSV, PNG) here.")] = None,
+):
+    """Run an ablation sweep on Ray with MLflow tracking; finished trials are skipped, interrupted ones resume."""
+    from pmgflow.jobs import sweep_job
+
+    code = sweep_job(spec, dry_run, address, tracking_uri, runs, cpus, out)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+@user_errors
+def report(
+    sweep_ref: Annotated[str, typer.Argument(metavar="SWEEP", help="Sweep name, its sweep YAML, or its MLflow parent run id.")],
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default as for `sweep`).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write <sweep>.md, <sweep>.csv and <sweep>.png here.")] = None,
+):
+    """Print a sweep's ablation table (Markdown) from MLflow, beside the paper's numbers where it has them."""
+    from pmgflow.jobs import report_job
+
+    report_job(sweep_ref, tracking_uri, out)
+
+
+@app.command()
+@user_errors
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Sweep YAML, inside the project directory (uploaded as the job's "
+                                         "working directory).")],
+    address: Annotated[str, typer.Option(help="Ray dashboard of the cluster, e.g. http://HEAD:8265.")],
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow URI the job records into (a server the "
+                                                        "cluster reaches; default: this machine's).")] = None,
+    runs: Annotated[Optional[Path], typer.Option(help="Runs root on the cluster (shared storage; default: this "
+                                                 "machine's, absolute).")] = None,
+    env: Annotated[list[str], typer.Option(help="KEY=VALUE environment variable for the job (repeatable).")] = [],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job's logs until it ends; exit 1 unless it "
+                                       "succeeded.")] = False,
+    timeout: Annotated[Optional[float], typer.Option(help="With --wait: stop following after this many seconds.")] = None,
+):
+    """Submit a sweep to a Ray cluster as a Ray job (`pmgflow sweep FILE --address auto` on the head node)."""
+    from pmgflow.jobs import submit_job
+
+    code = submit_job(spec, address, tracking_uri, runs, env, wait, timeout)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+@user_errors
+def ui(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 5000,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default as for `sweep`).")] = None,
+):
+    """Serve the MLflow UI for the tracking store on 127.0.0.1 (prints its URL)."""
+    from pmgflow.jobs import ui_job
+
+    raise typer.Exit(ui_job(port, tracking_uri))
 
 
 def main() -> None:  # pragma: no cover - console entry point

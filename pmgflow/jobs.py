@@ -109,3 +109,181 @@ def actions_job(out: Path, **fields) -> Path:
     spec = ActionsDatasetSpec(root=out, **fields)
     with counter_bar("rendering actions") as update:
         return ensure_actions_dataset(spec, progress=update)
+
+
+# --- sweeps, reports, submission, MLflow UI (pmgflow.orchestrate) -------------------------------------------
+
+
+def _echo(message: str) -> None:
+    console.print(message, highlight=False, soft_wrap=True)
+
+
+def sweep_job(spec_path: Path, dry_run: bool, address: str | None, tracking_uri: str | None, runs: Path | None,
+              cpus: int | None, out: Path | None) -> int:
+    """Dry-run (print the plan) or run a sweep and print its ablation table; returns the exit code."""
+    from pmgflow.orchestrate.sweep import load, plan_tables, run_sweep, runs_root
+
+    if dry_run:
+        sweep = load(spec_path)
+        trials, pretrainings = plan_tables(sweep, runs_root(runs))
+        print(trials.markdown())
+        print(pretrainings.markdown())
+        return 0
+    outcome = run_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs=runs, cpus=cpus, echo=_echo)
+    print(outcome.table.markdown())
+    if out is not None:
+        from pmgflow.orchestrate.report import load_record, write_report
+
+        written = write_report(load_record(outcome.tracking_uri, outcome.parent_id), out)
+        _echo(f"wrote {', '.join(str(p) for p in written)}")
+    _echo(f"MLflow: {outcome.tracking_uri}, parent run {outcome.parent_id} (`pmgflow ui` to browse, "
+          f"`pmgflow report {outcome.sweep.spec.name}` for the table)")
+    if outcome.failed:
+        _echo(f"[red]{len(outcome.failed)} of {len(outcome.statuses)} trial(s) failed[/] "
+              f"({', '.join(map(str, outcome.failed))}); the status column says why")
+        return 1
+    return 0
+
+
+def report_job(ref: str, tracking_uri: str | None, out: Path | None) -> None:
+    """Print a sweep's ablation table as Markdown (stdout) and write CSV + PNG to `out`."""
+    from pmgflow.orchestrate.report import report
+    from pmgflow.orchestrate.tracking import resolve_tracking_uri
+
+    if ref.endswith((".yaml", ".yml")) and Path(ref).is_file():  # a sweep file: its name
+        from pmgflow.orchestrate.sweep import load
+
+        ref = load(ref).spec.name
+    table, written = report(resolve_tracking_uri(tracking_uri), ref, out)
+    print(table.markdown())
+    if written:
+        _echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+def submit_job(spec_path: Path, address: str, tracking_uri: str | None, runs: Path | None, env: list[str],
+               wait: bool, timeout: float | None) -> int:
+    """Submit a sweep as a Ray job; with `wait`, follow its logs and return 0 only if it succeeded."""
+    from pmgflow.orchestrate.sweep import submit_sweep, wait_for_job
+
+    pairs = {}
+    for item in env:
+        if "=" not in item:
+            raise SpecError(f"--env {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        pairs[key] = value
+    job_id, entrypoint = submit_sweep(spec_path, address, tracking_uri=tracking_uri, runs=runs, env=pairs)
+    print(job_id)
+    _echo(f"submitted [bold]{job_id}[/] to {address}: {entrypoint}\n"
+          f"follow it: ray job logs --address {address} --follow {job_id}   (status: ray job status ... {job_id})")
+    if not wait:
+        return 0
+    status = wait_for_job(address, job_id, print, timeout_s=timeout)
+    _echo(f"job {job_id}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def ui_job(port: int, tracking_uri: str | None) -> int:
+    """Serve the MLflow UI for the tracking store on 127.0.0.1 until interrupted."""
+    import subprocess
+    import sys
+
+    from pmgflow.orchestrate.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise SpecError(f"{uri}: no MLflow database here yet; run `pmgflow sweep FILE` first (or pass --tracking-uri)")
+    _echo(f"MLflow UI for {uri} at [bold]http://127.0.0.1:{port}[/] (Ctrl+C stops it)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    try:
+        return subprocess.run(cmd).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def dataset_spec_from(path: Path):
+    """A dataset spec from a YAML file holding one, or holding a fine-tuning spec (its `dataset`)."""
+    from pydantic import TypeAdapter
+
+    from pmgflow.spec.base import read_yaml
+    from pmgflow.spec.data import DatasetSpec
+
+    data = read_yaml(path)
+    if "kind" not in data:
+        return load_spec(FinetuneSpec, path).dataset
+    try:
+        return TypeAdapter(DatasetSpec).validate_python(data)
+    except ValueError as err:
+        from pmgflow.spec.base import format_validation_error
+
+        raise SpecError(format_validation_error(err, str(path))) from None
+
+
+def check_job(spec_path: Path, full: bool) -> bool:
+    """Print a dataset's counts per class and split and its unreadable files; True if all were readable."""
+    from pmgflow.data.layouts import check_dataset
+
+    spec = dataset_spec_from(spec_path)
+    with counter_bar("checking videos") as update:
+        report = check_dataset(spec, full=full, progress=update)
+    print(report.format())
+    return report.ok
+
+
+def prepare_job(spec_path: Path, out: Path, short_side: int) -> None:
+    """Transcode a dataset to mp4 at `short_side` in the same layout."""
+    from pmgflow.data.layouts import prepare_dataset
+
+    spec = dataset_spec_from(spec_path)
+    with counter_bar("transcoding") as update:
+        result = prepare_dataset(spec, out, short_side, progress=update)
+    console.print(f"{result.written} transcoded, {result.reused} already there, {len(result.unreadable)} unreadable; "
+                  f"use root: {result.root}")
+    for path, why in result.unreadable:
+        console.print(f"  [yellow]unreadable[/] {path}: {why}")
+
+
+def export_job(checkpoint: Path, out: Path) -> Path:
+    """Write a pmgflow checkpoint as a transformers folder."""
+    from pmgflow.model.interop import export_hf
+
+    return export_hf(checkpoint, out)
+
+
+def import_job(source: Path, out: Path, preset: str) -> str:
+    """Convert official VideoMAE or transformers weights into a pmgflow checkpoint; returns its kind."""
+    import os
+
+    from pmgflow.errors import PmgflowError
+    from pmgflow.model.checkpoints import MODEL_KINDS, checkpoint_state, save_checkpoint
+    from pmgflow.model.interop import from_transformers, import_videomae_checkpoint
+    from pmgflow.model.videomae import VideoMAE
+    from pmgflow.model.vit import VideoViT
+    from pmgflow.spec.model import ModelSpec
+
+    if source.is_dir():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach for a hub
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(source)
+        arch = (config.architectures or ["VideoMAEModel"])[0]
+        if not hasattr(transformers, arch) or not arch.startswith("VideoMAE"):
+            raise PmgflowError(f"{source}: architecture {arch!r} is not a transformers VideoMAE model")
+        model = from_transformers(getattr(transformers, arch).from_pretrained(source))
+    elif source.is_file():
+        state = import_videomae_checkpoint(source)
+        spec = ModelSpec(preset=preset)
+        if any(k.startswith("decoder.") for k in state):
+            model = VideoMAE(**spec.videomae_kwargs())
+        else:
+            head = state.get("head.weight")
+            model = VideoViT(**spec.encoder_kwargs(), num_classes=0 if head is None else head.shape[0])
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise PmgflowError(f"{source}: the weights do not fit preset {preset!r} ({str(exc).splitlines()[0]}); "
+                               "pick the preset the checkpoint was trained with") from None
+    else:
+        raise PmgflowError(f"{source}: no such file or folder")
+    state = checkpoint_state(model, imported_from=str(source))
+    save_checkpoint(out, state)
+    return next(k for k, cls in MODEL_KINDS.items() if isinstance(model, cls))

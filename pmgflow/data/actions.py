@@ -59,7 +59,8 @@ def _both(**kw: np.ndarray | float) -> Pose:
 
 
 def _wave(p, a):
-    return _both(th=0.07, sh=0.07) | {"ua_n": 2.2 + 0.15 * np.sin(p), "fa_n": math.pi + 0.9 * a * np.sin(p), "ua_f": 0.12, "fa_f": 0.12}
+    arm = {"ua_n": 2.2 + 0.15 * np.sin(p), "fa_n": math.pi + 0.9 * a * np.sin(p), "ua_f": 0.12, "fa_f": 0.12}
+    return _both(th=0.07, sh=0.07) | arm
 
 
 def _clap(p, a):
@@ -69,7 +70,9 @@ def _clap(p, a):
 
 def _jump(p, a):
     crouch, up = np.maximum(0, -np.sin(p)), np.maximum(0, np.sin(p))
-    return _both(th=0.07 + 0.5 * crouch, sh=0.07 - 0.5 * crouch, ua=0.25 + 2.3 * up, fa=0.35 + 2.3 * up, air=0.2 * a * up)
+    return _both(
+        th=0.07 + 0.5 * crouch, sh=0.07 - 0.5 * crouch, ua=0.25 + 2.3 * up, fa=0.35 + 2.3 * up, air=0.2 * a * up
+    )
 
 
 def _squat(p, a):
@@ -203,7 +206,8 @@ def _random_body(rng: np.random.Generator) -> dict[str, float]:
     arm, leg, trunk = rng.uniform(0.9, 1.1, size=3)
     thick = rng.uniform(0.85, 1.2)
     body = {
-        "thigh": 0.24 * leg, "shin": 0.23 * leg, "torso": 0.30 * trunk, "neck": 0.05, "head": 0.09 * rng.uniform(0.9, 1.1),
+        "thigh": 0.24 * leg, "shin": 0.23 * leg, "torso": 0.30 * trunk, "neck": 0.05,
+        "head": 0.09 * rng.uniform(0.9, 1.1),
         "upper_arm": 0.17 * arm, "forearm": 0.16 * arm, "shoulder": 0.09 * thick, "hip": 0.055 * thick,
         "r_limb": 0.05 * thick, "r_torso": 0.08 * thick,
     }  # fmt: skip
@@ -331,7 +335,8 @@ def write_actions_dataset(
     lists: dict[str, list[str]] = {"train": [], "test": []}
     total, done = spec.classes * (spec.train_per_class + spec.test_per_class), 0
     for label, (action, name) in enumerate(zip(ACTIONS, names)):
-        for subset, count, first_group in (("train", spec.train_per_class, 1), ("test", spec.test_per_class, train_groups + 1)):
+        subsets = (("train", spec.train_per_class, 1), ("test", spec.test_per_class, train_groups + 1))
+        for subset, count, first_group in subsets:
             for i in range(count):
                 group, clip = first_group + i // CLIPS_PER_GROUP, i % CLIPS_PER_GROUP + 1
                 rel = f"{name}/v_{name}_g{group:0{digits}d}_c{clip:02d}.mp4"

@@ -11,6 +11,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -114,7 +115,8 @@ def read_video(path: str | Path, *, size: int | None = None, backend: str = "aut
         order = installed
     elif backend in _BACKENDS:
         if backend not in installed:
-            raise DataError(f"video backend {backend!r} is not installed (installed: {', '.join(installed) or 'none'})")
+            have = ", ".join(installed) or "none"
+            raise DataError(f"video backend {backend!r} is not installed (installed: {have})")
         order = [backend]
     else:
         raise DataError(f"unknown video backend {backend!r}; expected 'auto' or one of {', '.join(_BACKENDS)}")
@@ -162,7 +164,13 @@ def video_info(path: str | Path) -> VideoInfo:
 
 
 def write_video(
-    path: str | Path, frames: np.ndarray, *, fps: float = 25.0, crf: int = 18, preset: str = "veryfast", threads: int = 1
+    path: str | Path,
+    frames: np.ndarray,
+    *,
+    fps: float = 25.0,
+    crf: int = 18,
+    preset: str = "veryfast",
+    threads: int = 1,
 ) -> Path:
     """Write uint8 (T, H, W, 3) frames as an h264 (yuv420p) mp4, atomically (temporary file, then rename).
 
@@ -170,7 +178,6 @@ def write_video(
     `threads` 0 lets x264 choose (worth it for large frames; one thread is fastest for small clips).
     """
     import av
-    from fractions import Fraction
 
     path = Path(path)
     frames = np.asarray(frames)

@@ -74,7 +74,10 @@ def _check_split(split: int, allowed: tuple[int, ...], kind: str) -> None:
 
 
 def _ucf_dirs(root: Path) -> tuple[Path, Path]:
-    return _find_dir(root, ("videos", "UCF-101"), "UCF101 videos"), _find_dir(root, ("splits", "ucfTrainTestlist"), "UCF101 splits")
+    return (
+        _find_dir(root, ("videos", "UCF-101"), "UCF101 videos"),
+        _find_dir(root, ("splits", "ucfTrainTestlist"), "UCF101 splits"),
+    )
 
 
 def ucf101_index(root: str | Path, split: int, subset: str) -> VideoIndex:
@@ -159,7 +162,8 @@ def diving48_index(root: str | Path, split: int, subset: str) -> VideoIndex:
         raise DataError(f"{json_file}: expected a list of objects with 'vid_name' and 'label'") from None
     vocab_file = root / "Diving48_vocab.json"
     if vocab_file.is_file():
-        classes = [" ".join(map(str, c)) if isinstance(c, list) else str(c) for c in _read_json(vocab_file, "vocabulary")]
+        vocab = _read_json(vocab_file, "vocabulary (a list of class names or of lists of words)")
+        classes = [" ".join(map(str, c)) if isinstance(c, list) else str(c) for c in vocab]
     else:  # without the vocabulary, both subsets still give the same class count
         labels = [label for _, label in pairs]
         other = root / _DIVING_JSON["test" if subset == "train" else "train"]

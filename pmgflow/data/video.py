@@ -111,7 +111,8 @@ class FrameCache:
         if len(bad_here) > limit:
             self._raise_too_many(bad_here, len(paths))
         if bad_here:
-            log.warning("skipped %d unreadable video(s) of %d: %s", len(bad_here), len(paths), _listing(bad_here, self._bad))
+            listing = _listing(bad_here, self._bad)
+            log.warning("skipped %d unreadable video(s) of %d: %s", len(bad_here), len(paths), listing)
         return [frames[p] for p in paths if p in frames]
 
     def _raise_too_many(self, bad: list[Path], total: int) -> None:

@@ -287,7 +287,7 @@ class TrialLogger:
         self.client.set_terminated(self.run_id, "FAILED")
 
 
-def find_sweep_run(mlflow_client, ref: str):
+def find_sweep_run(mlflow_client, ref: str, uri: str):
     """The parent run a reference names: a run id, or the latest sweep run of that name (any experiment)."""
     from mlflow.exceptions import MlflowException
 
@@ -302,7 +302,7 @@ def find_sweep_run(mlflow_client, ref: str):
                                      filter_string=f"tags.`{KIND}` = 'sweep' and tags.`{SWEEP}` = '{ref}'")
     if not runs:
         raise PmgflowError(f"no sweep named {ref!r} (nor a sweep run with that id) in the tracking store "
-                           f"{mlflow_client.tracking_uri}; run `pmgflow sweep FILE` first")
+                           f"{uri}; run `pmgflow sweep FILE` first")
     return runs[0]
 
 

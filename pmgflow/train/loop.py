@@ -25,6 +25,7 @@ from pmgflow.paths import runs_dir
 from pmgflow.spec.base import Spec, spec_hash
 from pmgflow.spec.train import OptimSpec
 
+EXECUTION_FIELDS = {"threads", "device"}
 EpochCallback = Callable[[int, dict[str, float]], None]
 StepProgress = Callable[..., None]
 
@@ -103,7 +104,8 @@ class RunDir:
     @classmethod
     def for_spec(cls, stage: str, spec: Spec, root: Path | None = None, extra: dict | None = None) -> "RunDir":
         """The directory of `spec` under the runs root ($PMGFLOW_RUNS or ./runs), created with spec.yaml."""
-        key = spec.model_dump(mode="json") | ({"_extra": extra} if extra else {})
+        # Where and on how many threads a run executes does not change what it computes: not in the name.
+        key = spec.model_dump(mode="json", exclude=EXECUTION_FIELDS) | ({"_extra": extra} if extra else {})
         path = Path(root or runs_dir()) / f"{stage}-{spec_hash(key)}"
         path.mkdir(parents=True, exist_ok=True)
         (path / "spec.yaml").write_text(yaml.safe_dump(key, sort_keys=False))

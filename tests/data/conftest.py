@@ -93,7 +93,8 @@ def diving_root(tmp_path_factory) -> Path:
         entries[subset].append({"vid_name": name, "label": i % 3, "start_frame": 0, "end_frame": FRAMES - 1})
     for subset, items in entries.items():
         (root / f"Diving48_V2_{subset}.json").write_text(json.dumps(items))
-    (root / "Diving48_vocab.json").write_text(json.dumps([["Back", "15som"], ["Forward", "25som"], ["Inward", "NoTwis"]]))
+    vocab = [["Back", "15som"], ["Forward", "25som"], ["Inward", "NoTwis"]]
+    (root / "Diving48_vocab.json").write_text(json.dumps(vocab))
     return root
 
 
@@ -106,9 +107,8 @@ def mp4_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def actions_spec(tmp_path_factory) -> ActionsDatasetSpec:
     """A tiny embedded action set: 3 classes x (6 train + 2 test) videos of 16 frames at 32x32."""
-    return ActionsDatasetSpec(
-        classes=3, train_per_class=6, test_per_class=2, frames=FRAMES, size=SIZE, root=tmp_path_factory.mktemp("actions")
-    )
+    root = tmp_path_factory.mktemp("actions")
+    return ActionsDatasetSpec(classes=3, train_per_class=6, test_per_class=2, frames=FRAMES, size=SIZE, root=root)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,284 @@
+"""Running a sweep: validate every trial, record it in MLflow, run the pending trials on Ray Tune, report.
+
+Without an address a local Ray sized to this machine is started (and stopped); with one (`auto` inside a Ray
+job) the sweep joins that cluster. Each trial is a Tune function trainable with the sweep's resources, one
+grid point per trial index. Trials already FINISHED in MLflow are not scheduled at all; the others resume
+from their checkpoints under the shared runs root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pmgflow.errors import PmgflowError, SpecError
+from pmgflow.orchestrate import tracking
+from pmgflow.orchestrate.paper import TABLES
+from pmgflow.orchestrate.report import Table
+from pmgflow.orchestrate.trial import TrialContext, TrialPayload
+from pmgflow.paths import runs_dir
+from pmgflow.spec.sweep import Sweep, load_sweep
+
+Echo = Callable[[str], None]
+
+
+def load(path: str | Path) -> Sweep:
+    """Load and expand a sweep file, also checking the names that live above the spec layer."""
+    sweep = load_sweep(path)
+    paper = sweep.spec.table.paper
+    if paper is not None and paper not in TABLES:
+        raise SpecError(f"{path}: table.paper: unknown paper table {paper!r}; known: {', '.join(TABLES)}")
+    return sweep
+
+
+def runs_root(runs: str | Path | None) -> Path:
+    """The shared runs root, absolute (trials run in other working directories, maybe on other nodes)."""
+    return Path(runs or runs_dir()).expanduser().resolve()
+
+
+def _run_state(root: Path, stage: str, key: str) -> str:
+    path = root / f"{stage}-{key}"
+    return "done" if (path / "result.json").is_file() else "partial" if (path / "last.pt").is_file() else "new"
+
+
+def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
+    """The dry-run tables: trials (axis values, pre-training) and the pre-trainings they share."""
+    from pmgflow.spec.base import spec_hash
+
+    names = sweep.spec.axis_names
+    shared = sweep.pretrainings()
+    rows = []
+    for t in sweep.trials:
+        key = t.pretrain_key
+        others = [i for i in shared.get(key, []) if i != t.index] if key else []
+        pre = "scratch" if key is None else key + (f" (shared with {', '.join(map(str, others))})" if others else "")
+        targets = ", ".join(f"{n} ({s.dataset.kind}, {s.epochs} ep)" for n, s in t.spec.finetune.items())
+        states = [_run_state(root, "pretrain", key)] if key else []
+        for target in t.spec.finetune.values():
+            if key is None:
+                states.append(_run_state(root, "finetune", spec_hash(target)))
+        rows.append([t.index, *[t.labels[n] for n in names], pre, targets, "/".join(states) or "new"])
+    res = sweep.spec.resources
+    trials = Table(f"{sweep.spec.name}: {len(sweep.trials)} trial(s), each {res.cpu:g} CPU and {res.gpu:g} GPU"
+                   + (f", {res.num_workers} data-parallel workers" if res.num_workers > 1 else ""),
+                   ["#", *names, "pre-training", "fine-tuning", "runs"], rows)
+    pre_rows = []
+    for key, indices in shared.items():
+        spec = sweep.trials[indices[0]].spec.pretrain
+        pre_rows.append([key, spec.epochs, spec.source.kind, "+".join(c.name for c in spec.pmg.transforms),
+                         ", ".join(map(str, indices)), _run_state(root, "pretrain", key)])
+    scratch = sum(t.pretrain_key is None for t in sweep.trials)
+    note = f"{len(shared)} pre-training(s) for {len(sweep.trials) - scratch} pre-trained trial(s); {scratch} from scratch."
+    return trials, Table("pre-trainings (trials differing only in fine-tuning share one)",
+                         ["pre-training", "epochs", "source", "transforms", "trials", "run"], pre_rows, note)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, cpus: int | None) -> Iterator[bool]:
+    """A Ray session: the caller's if one is up, the cluster at `address`, else a local one; yields 'local?'."""
+    import ray
+
+    if ray.is_initialized():  # a notebook's or a test's session: use it as it is, leave it running
+        yield False
+        return
+    if address:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError) as exc:
+            raise PmgflowError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    else:
+        # address="local": never attach to some other cluster started on this machine with `ray start`.
+        ray.init(address="local", num_cpus=cpus or len(os.sched_getaffinity(0)), include_dashboard=False,
+                 logging_level=logging.WARNING)
+    try:
+        yield address is None
+    finally:
+        ray.shutdown()
+
+
+def check_resources(sweep: Sweep, local: bool, echo: Echo) -> None:
+    """A trial that can never be placed would wait forever: fail (local) or warn (a cluster may autoscale)."""
+    import ray
+
+    res, total = sweep.spec.resources, ray.cluster_resources()
+    gpus = res.gpu if res.num_workers == 1 else res.gpu / res.num_workers
+    cpus = res.cpu if res.num_workers == 1 else max(res.cpu / res.num_workers, 1)
+    if total.get("CPU", 0) >= cpus and total.get("GPU", 0) >= gpus:
+        return
+    message = (f"each trial of {sweep.source} asks for {res.cpu:g} CPU and {res.gpu:g} GPU, but the Ray cluster has "
+               f"{total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU")
+    if local:
+        raise PmgflowError(message + "; lower `resources` in the sweep file, or run it on a cluster (--address)")
+    echo(f"[yellow]warning:[/] {message}; trials wait until the cluster has them")
+
+
+def _progress_callback(sweep: Sweep, positions: list[int], echo: Echo):
+    from ray.tune import Callback
+    from rich.markup import escape
+
+    class Progress(Callback):
+        """One line per trial start, end and error (Tune's own tables are off)."""
+
+        def __init__(self):
+            self.started: dict[str, float] = {}
+            self.done = 0
+
+        def _trial(self, trial):
+            return sweep.trials[positions[trial.config["index"]]]
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = time.monotonic()
+            echo(f"[bold]trial {self._trial(trial).index}[/] ({escape(self._trial(trial).describe())}) started")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+            top = ", ".join(f"{k} {v:.1f}" for k, v in (trial.last_result or {}).items() if k.startswith("top1."))
+            echo(f"[green]trial {self._trial(trial).index} finished[/] in {seconds:.0f} s ({self.done}/{len(positions)})"
+                 + (f": {top}" if top else ""))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.done += 1
+            echo(f"[red]trial {self._trial(trial).index} failed[/] ({self.done}/{len(positions)}); see its status below")
+
+    return Progress()
+
+
+def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> dict[int, str]:
+    """Run the given trials as one Tune grid; returns trial index -> error text of the trials that failed."""
+    from ray import tune
+    from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
+
+    from pmgflow.orchestrate.trial import trainable
+
+    pending = [t for t in sweep.trials if not children[t.index].finished]
+    payloads = [asdict(TrialPayload(t.index, t.spec.model_dump(mode="json"), children[t.index].run_id)) for t in pending]
+    res = sweep.spec.resources
+    # A data-parallel trial's own process only drives its TorchTrainer, whose workers ask for the GPUs.
+    resources = {"cpu": res.cpu, "gpu": res.gpu} if res.num_workers == 1 else {"cpu": 1}
+    fn = tune.with_resources(tune.with_parameters(trainable, payloads=payloads, context=asdict(ctx)), resources)
+    concurrent = None
+    if res.num_workers > 1:
+        import ray
+
+        concurrent = max(int(ray.cluster_resources().get("GPU", 0) // max(res.gpu, 1)), 1)
+    tuner = Tuner(fn, param_space={"index": tune.grid_search(list(range(len(payloads))))},
+                  tune_config=TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
+                  run_config=RunConfig(name=f"{sweep.spec.name}-{sweep.hash}", storage_path=str(Path(ctx.root) / "tune"),
+                                       failure_config=FailureConfig(max_failures=sweep.spec.max_failures), verbose=0,
+                                       callbacks=[_progress_callback(sweep, [t.index for t in pending], echo)]))
+    errors = {}
+    for result in tuner.fit():
+        if result.error is not None:
+            errors[pending[result.config["index"]].index] = tracking.error_text(result.error)
+    return errors
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep run did: its parent run, each trial's status and the ablation table."""
+
+    sweep: Sweep
+    tracking_uri: str
+    parent_id: str
+    statuses: dict[int, str]
+    skipped: list[int]
+    table: Table | None = None
+    failed: list[int] = field(default_factory=list)
+
+
+def run_sweep(path: str | Path, *, address: str | None = None, tracking_uri: str | None = None,
+              runs: str | Path | None = None, cpus: int | None = None, echo: Echo = print) -> SweepOutcome:
+    """Validate, record, run and report a sweep (finished trials are skipped, interrupted ones resume)."""
+    from pmgflow.orchestrate.report import ablation_table, load_record, log_report
+
+    sweep = load(path)
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.configure_mlflow_env()
+    tracking.check_tracking_uri(uri)
+    tracker = tracking.SweepTracker(uri, sweep)
+    children = tracker.start()
+    skipped = [i for i, c in children.items() if c.finished]
+    if skipped:
+        echo(f"{len(skipped)} of {len(children)} trial(s) already finished in MLflow: skipped ({', '.join(map(str, skipped))})")
+    errors: dict[int, str] = {}
+    if len(skipped) < len(children):
+        root = runs_root(runs)
+        res = sweep.spec.resources
+        ctx = TrialContext(str(root), uri, res.cpu, res.gpu, res.num_workers)
+        try:
+            with ray_session(address, cpus) as local:
+                check_resources(sweep, local, echo)
+                errors = run_trials(sweep, children, ctx, echo)
+        except BaseException:
+            tracker.client.set_terminated(tracker.parent_id, "KILLED")
+            raise
+    statuses = tracker.finish(errors)
+    record = load_record(uri, tracker.parent_id)
+    log_report(uri, record)
+    failed = [i for i, s in statuses.items() if s != "FINISHED"]
+    return SweepOutcome(sweep, uri, tracker.parent_id, statuses, skipped, ablation_table(record), failed)
+
+
+# --- submission to a cluster as a Ray job ------------------------------------------------------------------
+
+# Never uploaded with the project (Ray also skips what .gitignore lists).
+UPLOAD_EXCLUDES = [".git", ".venv", ".ci-venv", ".ci-cache", "runs", "mlruns", "mlflow.db", "*.pt", "__pycache__",
+                   "*.egg-info", "out", "preview"]
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def submit_sweep(path: str | Path, address: str, *, tracking_uri: str | None = None, runs: str | Path | None = None,
+                 env: dict[str, str] | None = None) -> tuple[str, str]:
+    """Submit `pmgflow sweep FILE --address auto` as a Ray job with the working directory as the project.
+
+    The sweep is validated here first, so a bad file fails before anything is uploaded. Returns (job id,
+    entrypoint). The tracking URI and runs root default to this machine's (absolute paths: right for a
+    cluster on this machine or a shared filesystem; give a tracking server and a shared runs root otherwise).
+    """
+    import shlex
+
+    sweep = load(path)
+    project = Path.cwd().resolve()
+    try:
+        relative = Path(path).resolve().relative_to(project)
+    except ValueError:
+        raise PmgflowError(f"{path}: the sweep file must be inside the project directory {project} "
+                           "(it is uploaded as the job's working directory)") from None
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    entrypoint = shlex.join(["pmgflow", "sweep", str(relative), "--address", "auto", "--tracking-uri", uri,
+                             "--runs", str(runs_root(runs))])
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(address)
+    except Exception as exc:  # ConnectionError, or an auth error from the dashboard
+        raise PmgflowError(f"cannot reach the Ray dashboard at {address}: {exc}") from None
+    env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
+    job_id = client.submit_job(entrypoint=entrypoint,
+                               submission_id=f"pmgflow-{sweep.spec.name}-{sweep.hash[:6]}-{int(time.time())}",
+                               runtime_env={"working_dir": str(project), "excludes": UPLOAD_EXCLUDES,
+                                            "env_vars": env_vars})
+    return job_id, entrypoint
+
+
+def wait_for_job(address: str, job_id: str, echo: Echo, poll_s: float = 2.0, timeout_s: float | None = None) -> str:
+    """Follow a job's logs until it ends (or the timeout passes); returns its last status."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    shown, deadline = 0, None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        status = str(client.get_job_status(job_id).value)
+        logs = client.get_job_logs(job_id)
+        if len(logs) > shown:
+            echo(logs[shown:].rstrip("\n"))
+            shown = len(logs)
+        if status in TERMINAL or (deadline is not None and time.monotonic() > deadline):
+            return status
+        time.sleep(poll_s)

@@ -1,0 +1,226 @@
+"""One trial of a sweep as a Ray Tune function trainable: the (shared) pre-training, then each fine-tuning.
+
+Runs live under one shared runs root, named by spec hash, so a trial whose pre-training another trial already
+computed (or is computing) reuses it: a file lock keyed by the run's hash makes the second trial wait for the
+first instead of computing it twice. A finished run returns its stored result; an interrupted one resumes
+from its last checkpoint, so Tune's retries and re-runs of a sweep pick up where they stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pmgflow.orchestrate.tracking import TrialLogger
+from pmgflow.spec.base import spec_hash
+from pmgflow.spec.sweep import TrialSpec
+from pmgflow.spec.train import FinetuneSpec, PretrainSpec
+
+Report = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares: the runs root, the tracking URI and the resources of one trial."""
+
+    root: str
+    tracking_uri: str
+    cpus: float
+    gpus: float
+    workers: int
+
+
+@dataclass(frozen=True)
+class TrialPayload:
+    """What one trial needs: its index, its spec (as JSON data) and its MLflow child run."""
+
+    index: int
+    spec: dict[str, Any]
+    run_id: str
+
+
+@contextlib.contextmanager
+def run_lock(root: Path, name: str) -> Iterator[None]:
+    """An exclusive file lock under the runs root (shared by every trial process on a shared filesystem)."""
+    folder = root / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics a run wrote (metrics.jsonl), whoever computed it."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+
+
+def pmg_preview_gif(spec: PretrainSpec, path: Path, clips: int = 4) -> Path:
+    """A GIF of a few pseudo-motion clips exactly as this pre-training generates them."""
+    import torch
+
+    from pmgflow.data.images import load_image_source, random_resized_crop
+    from pmgflow.pmg.generator import PseudoMotionGenerator
+    from pmgflow.pmg.preview import save_gif, tile_clips, to_uint8
+    from pmgflow.train.pretrain import STORE_SCALE
+
+    bank = load_image_source(spec.source, math.ceil(spec.model.img_size * STORE_SCALE))
+    g = torch.Generator().manual_seed(spec.seed)
+    images = bank.batch(torch.randperm(len(bank), generator=g)[:clips]).float() / 255
+    images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)
+    save_gif(tile_clips(to_uint8(PseudoMotionGenerator(spec.pmg)(images, generator=g))), path)
+    return path
+
+
+def _epoch_callback(log: TrialLogger | None, stage: str, report: Report | None):
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if log is not None:
+            log.log_epoch(stage, epoch, metrics)
+        if report is not None:
+            report({"stage": stage, "epoch": epoch, **metrics})
+
+    return on_epoch
+
+
+def _pretrain_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: the data-parallel pre-training (rank 0 writes the run dir and logs to MLflow)."""
+    import ray.train
+    import torch
+
+    if torch.cuda.is_available():  # "cuda" then means this worker's own device
+        torch.cuda.set_device(ray.train.torch.get_device())
+    from pmgflow.train.pretrain import pretrain
+
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    log = TrialLogger(config["tracking_uri"], config["run_id"]) if rank0 else None
+    pretrain(PretrainSpec.model_validate(config["spec"]), root=Path(config["root"]),
+             on_epoch=_epoch_callback(log, "pretrain", None))
+
+
+def pretrain_stage(spec: PretrainSpec, ctx: TrialContext, log: TrialLogger, report: Report | None) -> dict[str, Any]:
+    """The trial's pre-training: computed here, in a TorchTrainer (workers > 1), or reused from the runs root."""
+    from pmgflow.train.pretrain import pretrain
+
+    root = Path(ctx.root)
+    with run_lock(root, f"pretrain-{spec_hash(spec)}"):
+        if ctx.workers > 1:
+            from ray.train import RunConfig, ScalingConfig
+            from ray.train.torch import TorchTrainer
+
+            per_worker = {"CPU": max(ctx.cpus / ctx.workers, 1), "GPU": ctx.gpus / ctx.workers}
+            TorchTrainer(_pretrain_worker,
+                         train_loop_config={"spec": spec.model_dump(mode="json"), "root": ctx.root,
+                                            "tracking_uri": ctx.tracking_uri, "run_id": log.run_id},
+                         scaling_config=ScalingConfig(num_workers=ctx.workers, use_gpu=ctx.gpus > 0,
+                                                      resources_per_worker=per_worker),
+                         run_config=RunConfig(name=f"pretrain-{spec_hash(spec)}",
+                                              storage_path=str(root / "ray-train"))).fit()
+        result = pretrain(spec, root=root, on_epoch=_epoch_callback(log, "pretrain", report))
+    for h in history(result["run_dir"]):  # a pre-training another trial computed: its curve, into this run too
+        log.log_epoch("pretrain", h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
+    return result
+
+
+def finetune_target(name: str, spec: FinetuneSpec, ctx: TrialContext, log: TrialLogger,
+                    report: Report | None) -> dict[str, Any]:
+    """One fine-tuning target of the trial (locked: identical fine-tunings of two trials run once)."""
+    from pmgflow.train.finetune import finetune
+
+    with run_lock(Path(ctx.root), f"finetune-{spec_hash(spec)}"):
+        result = finetune(spec, root=Path(ctx.root), on_epoch=_epoch_callback(log, name, report))
+    for h in history(result["run_dir"]):
+        log.log_epoch(name, h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
+    log.log({f"top1.{name}": result["top1"], f"top1_single.{name}": result["top1_single"],
+             f"finetune_seconds.{name}": result.get("seconds")}, step=spec.epochs)
+    return result
+
+
+def _remote_finetune(name: str, spec_data: dict, ctx_data: dict, run_id: str) -> dict[str, Any]:
+    """finetune_target in a Ray task of its own (one GPU) when the trial's pre-training was data-parallel."""
+    ctx = TrialContext(**ctx_data)
+    _set_threads(ctx.cpus)
+    return finetune_target(name, FinetuneSpec.model_validate(spec_data), ctx, TrialLogger(ctx.tracking_uri, run_id),
+                           None)
+
+
+def _set_threads(cpus: float) -> int:
+    """torch threads = the trial's CPUs (Ray sets OMP_NUM_THREADS too; never more threads than cores)."""
+    import torch
+
+    n = max(int(cpus), 1)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+    return n
+
+
+def _node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def write_artifacts(spec: TrialSpec, runs: dict[str, dict[str, Any]], log: TrialLogger) -> None:
+    """Loss curves (PNG) and, for a pre-trained trial, a GIF of its pseudo-motion clips."""
+    from pmgflow.orchestrate.report import plot_loss_curves
+
+    with tempfile.TemporaryDirectory() as tmp:
+        curves = {stage: [(h["epoch"], h.get("pretrain_loss", h.get("finetune_loss"))) for h in history(r["run_dir"])]
+                  for stage, r in runs.items()}
+        log.log_artifact(plot_loss_curves(curves, Path(tmp) / "loss_curves.png"))
+        if not spec.scratch:
+            log.log_artifact(pmg_preview_gif(spec.pretrain, Path(tmp) / "pmg_preview.gif"))
+
+
+def run_trial(payload: TrialPayload, ctx: TrialContext, report: Report | None = None) -> dict[str, float]:
+    """Run one trial end to end, logging into its MLflow child run; returns its summary metrics."""
+    _set_threads(ctx.cpus)
+    spec = TrialSpec.model_validate(payload.spec)
+    log = TrialLogger(ctx.tracking_uri, payload.run_id)
+    log.start(_node_id())
+    try:
+        runs: dict[str, dict[str, Any]] = {}
+        init = None
+        if not spec.scratch:
+            runs["pretrain"] = pretrain_stage(spec.pretrain, ctx, log, report)
+            init = Path(runs["pretrain"]["checkpoint"])
+        summary: dict[str, float] = {}
+        for name, target in spec.finetune.items():
+            target = target.model_copy(update={"init": init})
+            if ctx.workers > 1:
+                import ray
+
+                task = ray.remote(num_cpus=max(ctx.cpus / ctx.workers, 1), num_gpus=min(ctx.gpus, 1))(_remote_finetune)
+                runs[name] = ray.get(task.remote(name, target.model_dump(mode="json"), asdict(ctx), payload.run_id))
+            else:
+                runs[name] = finetune_target(name, target, ctx, log, report)
+            summary[f"top1.{name}"] = runs[name]["top1"]
+            summary[f"top1_single.{name}"] = runs[name]["top1_single"]
+        if "pretrain" in runs:
+            summary["pretrain_seconds"] = runs["pretrain"].get("seconds") or 0.0
+        log.log({k: v for k, v in summary.items() if k == "pretrain_seconds"}, step=0)
+        write_artifacts(spec, runs, log)
+        log.finish()
+        return summary
+    except BaseException as exc:
+        log.fail(exc)
+        raise
+
+
+def trainable(config: dict[str, Any], *, payloads: list[dict[str, Any]], context: dict[str, Any]) -> None:
+    """The Ray Tune function trainable: config['index'] picks the trial; metrics go to tune.report per epoch."""
+    from ray import tune
+
+    payload = TrialPayload(**payloads[config["index"]])
+    summary = run_trial(payload, TrialContext(**context), report=tune.report)
+    tune.report({"done": True, "index": payload.index, **summary})
