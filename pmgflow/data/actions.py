@@ -118,11 +118,11 @@ def _gait(p, swing, bend, arm, elbow, lean, air, speed):
 
 
 def _walk(p, a):
-    return _gait(p, 0.42 * a, (0.15, 0.6), 0.35, 0.25, 0.05, 0.0, 0.35)
+    return _gait(p, 0.42 * a, (0.15, 0.6), 0.35, 0.25, 0.05, 0.0, 0.3)
 
 
 def _run(p, a):
-    return _gait(p, 0.75 * a, (0.4, 1.2), 0.65, 1.5, 0.25, 0.05, 0.45)
+    return _gait(p, 0.75 * a, (0.4, 1.2), 0.65, 1.5, 0.25, 0.05, 0.35)
 
 
 def _side_step(p, a):

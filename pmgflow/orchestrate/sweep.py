@@ -20,7 +20,7 @@ from pmgflow.errors import PmgflowError, SpecError
 from pmgflow.orchestrate import tracking
 from pmgflow.orchestrate.paper import TABLES
 from pmgflow.orchestrate.report import Table
-from pmgflow.orchestrate.trial import TrialContext, TrialPayload
+from pmgflow.orchestrate.trial import DRIVER_CPU, TrialContext, TrialPayload
 from pmgflow.paths import runs_dir
 from pmgflow.spec.sweep import Sweep, load_sweep
 
@@ -48,7 +48,7 @@ def _run_state(root: Path, stage: str, key: str) -> str:
 
 def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
     """The dry-run tables: trials (axis values, pre-training) and the pre-trainings they share."""
-    from pmgflow.spec.base import spec_hash
+    from pmgflow.spec.sweep import run_key
 
     names = sweep.spec.axis_names
     shared = sweep.pretrainings()
@@ -61,7 +61,7 @@ def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
         states = [_run_state(root, "pretrain", key)] if key else []
         for target in t.spec.finetune.values():
             if key is None:
-                states.append(_run_state(root, "finetune", spec_hash(target)))
+                states.append(_run_state(root, "finetune", run_key(target)))
         rows.append([t.index, *[t.labels[n] for n in names], pre, targets, "/".join(states) or "new"])
     res = sweep.spec.resources
     trials = Table(f"{sweep.spec.name}: {len(sweep.trials)} trial(s), each {res.cpu:g} CPU and {res.gpu:g} GPU"
@@ -106,9 +106,7 @@ def check_resources(sweep: Sweep, local: bool, echo: Echo) -> None:
     import ray
 
     res, total = sweep.spec.resources, ray.cluster_resources()
-    gpus = res.gpu if res.num_workers == 1 else res.gpu / res.num_workers
-    cpus = res.cpu if res.num_workers == 1 else max(res.cpu / res.num_workers, 1)
-    if total.get("CPU", 0) >= cpus and total.get("GPU", 0) >= gpus:
+    if total.get("CPU", 0) >= res.cpu and total.get("GPU", 0) >= res.gpu:
         return
     message = (f"each trial of {sweep.source} asks for {res.cpu:g} CPU and {res.gpu:g} GPU, but the Ray cluster has "
                f"{total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU")
@@ -159,14 +157,16 @@ def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> d
     pending = [t for t in sweep.trials if not children[t.index].finished]
     payloads = [asdict(TrialPayload(t.index, t.spec.model_dump(mode="json"), children[t.index].run_id)) for t in pending]
     res = sweep.spec.resources
-    # A data-parallel trial's own process only drives its TorchTrainer, whose workers ask for the GPUs.
-    resources = {"cpu": res.cpu, "gpu": res.gpu} if res.num_workers == 1 else {"cpu": 1}
+    # A data-parallel trial's own process only drives its TorchTrainer, whose workers ask for the resources.
+    resources = {"cpu": res.cpu, "gpu": res.gpu} if res.num_workers == 1 else {"cpu": DRIVER_CPU}
     fn = tune.with_resources(tune.with_parameters(trainable, payloads=payloads, context=asdict(ctx)), resources)
     concurrent = None
-    if res.num_workers > 1:
+    if res.num_workers > 1:  # Tune cannot see the workers' needs: cap the trials to what the cluster holds
         import ray
 
-        concurrent = max(int(ray.cluster_resources().get("GPU", 0) // max(res.gpu, 1)), 1)
+        total = ray.cluster_resources()
+        fits = [total.get("CPU", 0) // res.cpu] + ([total.get("GPU", 0) // res.gpu] if res.gpu else [])
+        concurrent = max(int(min(fits)), 1)
     tuner = Tuner(fn, param_space={"index": tune.grid_search(list(range(len(payloads))))},
                   tune_config=TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
                   run_config=RunConfig(name=f"{sweep.spec.name}-{sweep.hash}", storage_path=str(Path(ctx.root) / "tune"),

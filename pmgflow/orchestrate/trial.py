@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pmgflow.orchestrate.tracking import TrialLogger
-from pmgflow.spec.base import spec_hash
-from pmgflow.spec.sweep import TrialSpec
+from pmgflow.spec.sweep import TrialSpec, run_key
 from pmgflow.spec.train import FinetuneSpec, PretrainSpec
 
 Report = Callable[[dict[str, Any]], None]
@@ -96,36 +95,35 @@ def _epoch_callback(log: TrialLogger | None, stage: str, report: Report | None):
 def _pretrain_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: the data-parallel pre-training (rank 0 writes the run dir and logs to MLflow)."""
     import ray.train
-    import torch
+    import ray.train.torch
 
-    if torch.cuda.is_available():  # "cuda" then means this worker's own device
-        torch.cuda.set_device(ray.train.torch.get_device())
     from pmgflow.train.pretrain import pretrain
 
     rank0 = ray.train.get_context().get_world_rank() == 0
     log = TrialLogger(config["tracking_uri"], config["run_id"]) if rank0 else None
+    _set_threads(config["cpus_per_worker"])
     pretrain(PretrainSpec.model_validate(config["spec"]), root=Path(config["root"]),
-             on_epoch=_epoch_callback(log, "pretrain", None))
+             on_epoch=_epoch_callback(log, "pretrain", None), device=ray.train.torch.get_device())
 
 
 def pretrain_stage(spec: PretrainSpec, ctx: TrialContext, log: TrialLogger, report: Report | None) -> dict[str, Any]:
     """The trial's pre-training: computed here, in a TorchTrainer (workers > 1), or reused from the runs root."""
     from pmgflow.train.pretrain import pretrain
 
-    root = Path(ctx.root)
-    with run_lock(root, f"pretrain-{spec_hash(spec)}"):
-        if ctx.workers > 1:
+    root, key = Path(ctx.root), run_key(spec)
+    with run_lock(root, f"pretrain-{key}"):
+        if ctx.workers > 1 and not (root / f"pretrain-{key}" / "result.json").is_file():
             from ray.train import RunConfig, ScalingConfig
             from ray.train.torch import TorchTrainer
 
-            per_worker = {"CPU": max(ctx.cpus / ctx.workers, 1), "GPU": ctx.gpus / ctx.workers}
+            cpus, gpus = worker_resources(ctx)
             TorchTrainer(_pretrain_worker,
                          train_loop_config={"spec": spec.model_dump(mode="json"), "root": ctx.root,
-                                            "tracking_uri": ctx.tracking_uri, "run_id": log.run_id},
-                         scaling_config=ScalingConfig(num_workers=ctx.workers, use_gpu=ctx.gpus > 0,
-                                                      resources_per_worker=per_worker),
-                         run_config=RunConfig(name=f"pretrain-{spec_hash(spec)}",
-                                              storage_path=str(root / "ray-train"))).fit()
+                                            "tracking_uri": ctx.tracking_uri, "run_id": log.run_id,
+                                            "cpus_per_worker": cpus},
+                         scaling_config=ScalingConfig(num_workers=ctx.workers, use_gpu=gpus > 0,
+                                                      resources_per_worker={"CPU": cpus, "GPU": gpus}),
+                         run_config=RunConfig(name=f"pretrain-{key}", storage_path=str(root / "ray-train"))).fit()
         result = pretrain(spec, root=root, on_epoch=_epoch_callback(log, "pretrain", report))
     for h in history(result["run_dir"]):  # a pre-training another trial computed: its curve, into this run too
         log.log_epoch("pretrain", h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
@@ -137,13 +135,23 @@ def finetune_target(name: str, spec: FinetuneSpec, ctx: TrialContext, log: Trial
     """One fine-tuning target of the trial (locked: identical fine-tunings of two trials run once)."""
     from pmgflow.train.finetune import finetune
 
-    with run_lock(Path(ctx.root), f"finetune-{spec_hash(spec)}"):
+    with run_lock(Path(ctx.root), f"finetune-{run_key(spec)}"):
         result = finetune(spec, root=Path(ctx.root), on_epoch=_epoch_callback(log, name, report))
     for h in history(result["run_dir"]):
         log.log_epoch(name, h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
     log.log({f"top1.{name}": result["top1"], f"top1_single.{name}": result["top1_single"],
              f"finetune_seconds.{name}": result.get("seconds")}, step=spec.epochs)
     return result
+
+
+# The process of a data-parallel trial only drives its TorchTrainer: it holds this sliver of a CPU, and the
+# trial's CPUs go to the workers (so a 2-CPU trial with 2 workers fits on 2 CPUs).
+DRIVER_CPU = 0.01
+
+
+def worker_resources(ctx: TrialContext) -> tuple[float, float]:
+    """(CPUs, GPUs) of each data-parallel worker of a trial."""
+    return (ctx.cpus - DRIVER_CPU) / ctx.workers, ctx.gpus / ctx.workers
 
 
 def _remote_finetune(name: str, spec_data: dict, ctx_data: dict, run_id: str) -> dict[str, Any]:
@@ -200,7 +208,8 @@ def run_trial(payload: TrialPayload, ctx: TrialContext, report: Report | None = 
             if ctx.workers > 1:
                 import ray
 
-                task = ray.remote(num_cpus=max(ctx.cpus / ctx.workers, 1), num_gpus=min(ctx.gpus, 1))(_remote_finetune)
+                cpus, _ = worker_resources(ctx)
+                task = ray.remote(num_cpus=cpus * ctx.workers, num_gpus=min(ctx.gpus, 1))(_remote_finetune)
                 runs[name] = ray.get(task.remote(name, target.model_dump(mode="json"), asdict(ctx), payload.run_id))
             else:
                 runs[name] = finetune_target(name, target, ctx, log, report)

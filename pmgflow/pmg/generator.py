@@ -40,19 +40,18 @@ def warp_grid(mats: torch.Tensor, size: int) -> torch.Tensor:
     c = pixel_centres(size, mats.device)
     grid = torch.empty(b, t, size, size, 2, device=mats.device)
 
-    def coord(row: int) -> torch.Tensor:  # m[row,0]*x + m[row,1]*y + m[row,2], shape (B,T,size,size)
+    def coord(row: int, out: torch.Tensor) -> torch.Tensor:  # m[row,0]*x + m[row,1]*y + m[row,2], (B,T,S,S)
         along_x = mats[..., row, 0, None, None] * c[None, :]
         along_y = mats[..., row, 1, None, None] * c[:, None] + mats[..., row, 2, None, None]
-        return along_x + along_y
+        return torch.add(along_x, along_y, out=out)
 
-    projective = bool((mats[..., 2, :2] != 0).any() or (mats[..., 2, 2] != 1).any())
-    if projective:
-        z = coord(2).clamp_min_(1e-6)
-        torch.div(coord(0), z, out=grid[..., 0])
-        torch.div(coord(1), z, out=grid[..., 1])
+    if bool((mats[..., 2, :2] != 0).any() or (mats[..., 2, 2] != 1).any()):  # projective: divide by z
+        z = coord(2, torch.empty(b, t, size, size, device=mats.device)).clamp_min_(1e-6)
+        coord(0, grid[..., 0]).div_(z)
+        coord(1, grid[..., 1]).div_(z)
     else:
-        grid[..., 0] = coord(0)
-        grid[..., 1] = coord(1)
+        coord(0, grid[..., 0])
+        coord(1, grid[..., 1])
     return grid.view(b, t * size, size, 2)
 
 

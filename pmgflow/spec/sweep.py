@@ -24,6 +24,14 @@ from pmgflow.spec.base import Spec, read_yaml, spec_hash, validate_spec
 from pmgflow.spec.train import FinetuneSpec, PretrainSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Fields that say where a run executes, not what it computes; run dirs are named without them
+# (pmgflow.train.loop.EXECUTION_FIELDS, which a test keeps equal to this).
+EXECUTION_FIELDS = {"threads", "device"}
+
+
+def run_key(spec: Spec) -> str:
+    """The hash that names a training run's directory (<stage>-<key>): its spec without execution fields."""
+    return spec_hash(spec.model_dump(mode="json", exclude=EXECUTION_FIELDS))
 
 
 class TrialSpec(Spec):
@@ -213,10 +221,12 @@ def expand_env(value: Any, source: str, where: str = "") -> Any:
 
 
 def deep_merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
-    """Child over parent: mappings merge key by key, anything else (lists too) is replaced."""
+    """Child over parent: mappings merge key by key, anything else (lists too) is replaced, and so is a
+    mapping whose `kind` changes (a folder source overridden by a fractal one keeps none of its fields)."""
     out = copy.deepcopy(parent)
     for key, value in child.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == old.get("kind"):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -313,13 +323,14 @@ class Trial:
 
     @property
     def hash(self) -> str:
-        """Content hash of the trial spec (finds its MLflow child run on a re-run)."""
-        return spec_hash(self.spec)
+        """Content hash of the trial (finds its MLflow child run on a re-run); threads and device do not count."""
+        return spec_hash({"pretrain": run_key(self.spec.pretrain),
+                          "finetune": {name: run_key(t) for name, t in self.spec.finetune.items()}})
 
     @property
     def pretrain_key(self) -> str | None:
-        """The pre-training's spec hash (its run dir is pretrain-<key>); None for scratch."""
-        return None if self.spec.scratch else spec_hash(self.spec.pretrain)
+        """The pre-training's run key (its run dir is pretrain-<key>); None for scratch."""
+        return None if self.spec.scratch else run_key(self.spec.pretrain)
 
     def describe(self) -> str:
         """'epochs=5, transforms=zoom' (or 'base' without axes)."""
