@@ -21,7 +21,8 @@ from pmgflow.spec.train import FinetuneSpec, PretrainSpec
 from pmgflow.train.finetune import finetune
 from pmgflow.train.pretrain import pretrain
 
-CONDITIONS = {"scratch": None, "static (identity)": ["identity"], "PMG zoom+affine+mixup": ["zoom", "affine"]}
+CONDITIONS = {"scratch": None, "static": ["identity"], "pmg": ["zoom", "affine"]}
+LABELS = {"scratch": "(a) scratch", "static": "(b) static videos (Identity)", "pmg": "(c) PMG Zoom+Affine, Mixup"}
 
 
 def pretrain_spec(transforms: list[str], args, seed: int) -> PretrainSpec:
@@ -38,6 +39,7 @@ def finetune_spec(init: str | None, per_class: int | None, args, seed: int) -> F
     return FinetuneSpec.model_validate({
         "epochs": epochs, "batch_size": 32, "blr": args.finetune_blr, "warmup_epochs": 2, "seed": seed,
         "threads": args.threads, "model": {"preset": "tiny"}, "init": init, "per_class": per_class,
+        "mixup": args.mixup, "cutmix": args.cutmix, "layer_decay": args.layer_decay,
         "dataset": {"kind": "actions", "classes": 10, "train_per_class": 100, "test_per_class": 30},
         "stride": 2, "test_segments": 2, "test_crops": 1})
 
@@ -53,6 +55,10 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=15)
     ap.add_argument("--finetune-epochs-few", type=int, default=40)
     ap.add_argument("--finetune-blr", type=float, default=4e-3)
+    ap.add_argument("--mixup", type=float, default=0.0)
+    ap.add_argument("--cutmix", type=float, default=0.0)
+    ap.add_argument("--layer-decay", type=float, default=0.75)
+    ap.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
     ap.add_argument("--pretrain-per-seed", action="store_true")
     ap.add_argument("--only", choices=["all", "few"], default=None, help="run one label regime only")
     ap.add_argument("--root", type=Path, default=Path("runs/science"))
@@ -63,7 +69,8 @@ def main() -> None:
     scores: dict[tuple[str, str], list[float]] = {}
     start = time.time()
     for seed in range(args.seeds):
-        for cond, transforms in CONDITIONS.items():
+        for cond in args.conditions:
+            transforms = CONDITIONS[cond]
             init = None
             if transforms is not None:
                 pre = pretrain(pretrain_spec(transforms, args, seed if args.pretrain_per_seed else 0), root=args.root)
@@ -78,13 +85,13 @@ def main() -> None:
     print(f"\ntop-1 % on the embedded action set (10 classes, chance 10%), median over {args.seeds} seed(s)")
     print("| condition | " + " | ".join(regimes) + " |")
     print("|---|" + "---|" * len(regimes))
-    for cond in CONDITIONS:
+    for cond in args.conditions:
         cells = []
         for regime in regimes:
             vals = scores[(cond, regime)]
             cells.append(f"{statistics.median(vals):.1f} ({', '.join(f'{v:.1f}' for v in vals)})")
-        print(f"| {cond} | " + " | ".join(cells) + " |")
-    (args.root / "science.json").write_text(json.dumps({f"{c}|{r}": v for (c, r), v in scores.items()}, indent=1))
+        print(f"| {LABELS[cond]} | " + " | ".join(cells) + " |")
+    (args.root / f"science-{'-'.join(args.conditions)}.json").write_text(json.dumps({f"{c}|{r}": v for (c, r), v in scores.items()}, indent=1))
 
 
 if __name__ == "__main__":

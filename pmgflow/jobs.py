@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -43,8 +44,10 @@ def preview_job(out: Path, spec_path: Path | None, source: str | None, transform
 
     pmg_spec = validate_spec(PMGSpec, pmg_data, str(spec_path or "preview options"))
     src = preview_source(source, spec)
-    with counter_bar("loading images") as update:
-        bank = load_image_source(src, pmg_spec.size, progress=update)
+    from pmgflow.train.pretrain import STORE_SCALE
+
+    with counter_bar("loading images") as update:  # stored as for training, a little larger than the clips
+        bank = load_image_source(src, math.ceil(pmg_spec.size * STORE_SCALE), progress=update)
     report_skipped(bank)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(bank), generator=g)[:clips]

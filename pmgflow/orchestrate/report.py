@@ -226,6 +226,9 @@ def log_report(uri: str, record: SweepRecord) -> None:
 
 def report(uri: str, ref: str, out: Path | None = None) -> tuple[Table, list[Path]]:
     """The table of a sweep (and its files in `out`); a sweep without trials is an error."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise PmgflowError(f"no MLflow database at {uri[len('sqlite:///'):]}; run `pmgflow sweep FILE` here first, "
+                           "or pass --tracking-uri")
     record = load_record(uri, ref)
     if not record.trials:
         raise PmgflowError(f"sweep {ref!r} has no trial runs in {uri}")

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from typing import Annotated, Union
+
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from pmgflow.errors import SpecError
 from pmgflow.spec.base import Spec, read_yaml, spec_hash, validate_spec
@@ -113,6 +115,13 @@ class ZipAxis(Spec):
         return list(self.zip)
 
 
+def _axis_kind(value: Any) -> str:
+    return "zip" if (isinstance(value, dict) and "zip" in value) or isinstance(value, ZipAxis) else "axis"
+
+
+AxisSpec = Annotated[Union[Annotated[Axis, Tag("axis")], Annotated[ZipAxis, Tag("zip")]], Discriminator(_axis_kind)]
+
+
 def _check_labels(labels: list[str] | None, n: int) -> None:
     if labels is not None and len(labels) != n:
         raise ValueError(f"{len(labels)} labels for {n} values")
@@ -162,7 +171,7 @@ class SweepSpec(Spec):
     description: str = Field("", description="What the sweep measures (shown in MLflow).")
     base: dict[str, Any] = Field(default_factory=dict, description="The raw trial mapping the axes modify "
                                  "(validated as a TrialSpec after the axis values are written).")
-    axes: list[Axis | ZipAxis] = Field(default_factory=list, description="Axes: the cross product of all axes is "
+    axes: list[AxisSpec] = Field(default_factory=list, description="Axes: the cross product of all axes is "
                                        "the trial grid; the paths of a zip group vary together.")
     resources: Resources = Field(default_factory=Resources, description="Ray resources per trial.")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow settings.")
