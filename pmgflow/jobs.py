@@ -145,6 +145,9 @@ def sweep_job(spec_path: Path, dry_run: bool, address: str | None, tracking_uri:
         _echo(f"[red]{len(outcome.failed)} of {len(outcome.statuses)} trial(s) failed[/] "
               f"({', '.join(map(str, outcome.failed))}); the status column says why")
         return 1
+    if outcome.interrupted:
+        _echo("[yellow]interrupted[/]: finished epochs are checkpointed; run the same command to resume")
+        return 130
     return 0
 
 

@@ -147,8 +147,9 @@ def _progress_callback(sweep: Sweep, positions: list[int], echo: Echo):
     return Progress()
 
 
-def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> dict[int, str]:
-    """Run the given trials as one Tune grid; returns trial index -> error text of the trials that failed."""
+def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> tuple[dict[int, str], list[int]]:
+    """Run the pending trials as one Tune grid; returns (trial index -> error of the failed trials, indices of
+    the trials an interrupt (Ctrl-C: Tune stops the grid and returns) left unfinished)."""
     from ray import tune
     from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
 
@@ -172,11 +173,14 @@ def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> d
                   run_config=RunConfig(name=f"{sweep.spec.name}-{sweep.hash}", storage_path=str(Path(ctx.root) / "tune"),
                                        failure_config=FailureConfig(max_failures=sweep.spec.max_failures), verbose=0,
                                        callbacks=[_progress_callback(sweep, [t.index for t in pending], echo)]))
-    errors = {}
+    errors, interrupted = {}, []
     for result in tuner.fit():
+        index = pending[result.config["index"]].index
         if result.error is not None:
-            errors[pending[result.config["index"]].index] = tracking.error_text(result.error)
-    return errors
+            errors[index] = tracking.error_text(result.error)
+        elif not (result.metrics or {}).get("done"):
+            interrupted.append(index)
+    return errors, interrupted
 
 
 @dataclass
@@ -190,6 +194,8 @@ class SweepOutcome:
     skipped: list[int]
     table: Table | None = None
     failed: list[int] = field(default_factory=list)
+    interrupted: list[int] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time by phase: tracking, ray, trials, report
 
 
 def run_sweep(path: str | Path, *, address: str | None = None, tracking_uri: str | None = None,
@@ -197,32 +203,47 @@ def run_sweep(path: str | Path, *, address: str | None = None, tracking_uri: str
     """Validate, record, run and report a sweep (finished trials are skipped, interrupted ones resume)."""
     from pmgflow.orchestrate.report import ablation_table, load_record, log_report
 
+    seconds, clock = {}, time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[phase] = seconds.get(phase, 0.0) + now - clock
+        clock = now
+
     sweep = load(path)
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.configure_mlflow_env()
     tracking.check_tracking_uri(uri)
     tracker = tracking.SweepTracker(uri, sweep)
     children = tracker.start()
+    lap("tracking")
     skipped = [i for i, c in children.items() if c.finished]
     if skipped:
         echo(f"{len(skipped)} of {len(children)} trial(s) already finished in MLflow: skipped ({', '.join(map(str, skipped))})")
     errors: dict[int, str] = {}
+    interrupted: list[int] = []
     if len(skipped) < len(children):
         root = runs_root(runs)
         res = sweep.spec.resources
         ctx = TrialContext(str(root), uri, res.cpu, res.gpu, res.num_workers)
         try:
             with ray_session(address, cpus) as local:
+                lap("ray")
                 check_resources(sweep, local, echo)
-                errors = run_trials(sweep, children, ctx, echo)
+                errors, interrupted = run_trials(sweep, children, ctx, echo)
+                lap("trials")
+            lap("ray")  # shutting down
         except BaseException:
             tracker.client.set_terminated(tracker.parent_id, "KILLED")
             raise
-    statuses = tracker.finish(errors)
+    statuses = tracker.finish(errors, interrupted)
     record = load_record(uri, tracker.parent_id)
     log_report(uri, record)
-    failed = [i for i, s in statuses.items() if s != "FINISHED"]
-    return SweepOutcome(sweep, uri, tracker.parent_id, statuses, skipped, ablation_table(record), failed)
+    lap("tracking")
+    failed = [i for i, s in statuses.items() if s == "FAILED"]
+    return SweepOutcome(sweep, uri, tracker.parent_id, statuses, skipped, ablation_table(record), failed, interrupted,
+                        seconds)
 
 
 # --- submission to a cluster as a Ray job ------------------------------------------------------------------

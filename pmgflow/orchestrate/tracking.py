@@ -28,6 +28,7 @@ LABELS, TABLE, AXES, TARGETS, ERROR, NODE, PRETRAIN_KEY = ("pmgflow.labels", "pm
 PARENT = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100
 MAX_ERROR = 4000
+INTERRUPTED = "interrupted before it finished; run the sweep again to resume it"
 
 
 def default_tracking_uri() -> str:
@@ -216,20 +217,23 @@ class SweepTracker:
             raise PmgflowError(f"MLflow ({self.uri}): {exc.message}") from None
         return self.children
 
-    def finish(self, errors: dict[int, str]) -> dict[int, str]:
-        """Mark trials that did not finish FAILED (with their error), then the parent; returns trial statuses."""
+    def finish(self, errors: dict[int, str], interrupted: list[int]) -> dict[int, str]:
+        """Mark unfinished trials KILLED (interrupted) or FAILED (with their error), then the parent; returns
+        trial statuses."""
         statuses = {}
         for index, child in self.children.items():
             run = self.client.get_run(child.run_id)
             status = run.info.status
             if status != "FINISHED":
-                message = run.data.tags.get(ERROR) or errors.get(index) or "the trial ended without a result"
+                status = "KILLED" if index in interrupted and index not in errors else "FAILED"
+                message = (INTERRUPTED if status == "KILLED" else
+                           run.data.tags.get(ERROR) or errors.get(index) or "the trial ended without a result")
                 self.client.set_tag(child.run_id, ERROR, message[:MAX_ERROR])
-                self.client.set_terminated(child.run_id, "FAILED")
-                status = "FAILED"
+                self.client.set_terminated(child.run_id, status)
             statuses[index] = status
-        ok = all(s == "FINISHED" for s in statuses.values())
-        self.client.set_terminated(self.parent_id, "FINISHED" if ok else "FAILED")
+        values = set(statuses.values())
+        self.client.set_terminated(self.parent_id, "FINISHED" if values <= {"FINISHED"} else
+                                   "FAILED" if "FAILED" in values else "KILLED")
         return statuses
 
 
@@ -252,12 +256,19 @@ class TrialLogger:
     def __init__(self, uri: str, run_id: str):
         self.uri, self.run_id = uri, run_id
         self.client = client(uri)
-        run = self.client.get_run(run_id)
-        # A retried or resumed trial replays its finished epochs: remember what this run already has.
-        self.seen = {(key, m.step) for key in run.data.metrics for m in self.client.get_metric_history(run_id, key)}
+        self.seen: set[tuple[str, int]] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read which (metric, step) pairs the run has: a retried or resumed trial replays its finished
+        epochs, and other processes (data-parallel workers) log into the same run."""
+        run = self.client.get_run(self.run_id)
+        self.seen = {(key, m.step) for key in run.data.metrics for m in self.client.get_metric_history(self.run_id, key)}
 
     def start(self, node: str | None = None) -> None:
         self.client.update_run(self.run_id, status="RUNNING")
+        if ERROR in self.client.get_run(self.run_id).data.tags:  # from an earlier attempt
+            self.client.delete_tag(self.run_id, ERROR)
         if node:
             self.client.set_tag(self.run_id, NODE, node)
 

@@ -124,6 +124,7 @@ def pretrain_stage(spec: PretrainSpec, ctx: TrialContext, log: TrialLogger, repo
                          scaling_config=ScalingConfig(num_workers=ctx.workers, use_gpu=gpus > 0,
                                                       resources_per_worker={"CPU": cpus, "GPU": gpus}),
                          run_config=RunConfig(name=f"pretrain-{key}", storage_path=str(root / "ray-train"))).fit()
+            log.refresh()  # rank 0 logged the epochs from its own process
         result = pretrain(spec, root=root, on_epoch=_epoch_callback(log, "pretrain", report))
     for h in history(result["run_dir"]):  # a pre-training another trial computed: its curve, into this run too
         log.log_epoch("pretrain", h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
@@ -209,7 +210,9 @@ def run_trial(payload: TrialPayload, ctx: TrialContext, report: Report | None = 
                 import ray
 
                 cpus, _ = worker_resources(ctx)
-                task = ray.remote(num_cpus=cpus * ctx.workers, num_gpus=min(ctx.gpus, 1))(_remote_finetune)
+                # "DEFAULT": outside the trial's placement group (it holds only the driver's sliver of CPU)
+                task = ray.remote(_remote_finetune).options(num_cpus=cpus * ctx.workers, num_gpus=min(ctx.gpus, 1),
+                                                            scheduling_strategy="DEFAULT")
                 runs[name] = ray.get(task.remote(name, target.model_dump(mode="json"), asdict(ctx), payload.run_id))
             else:
                 runs[name] = finetune_target(name, target, ctx, log, report)

@@ -25,7 +25,7 @@ class ActionsDatasetSpec(Spec):
     test_per_class: int = Field(30, ge=1, description="Test videos per action (drawn from disjoint seeds).")
     frames: int = Field(32, ge=4, description="Frames per rendered video.")
     size: int = Field(64, ge=16, description="Rendered frame size in pixels (square).")
-    seed: int = Field(0, description="Base seed; train and test groups use disjoint seeds.")
+    seed: int = Field(0, ge=0, description="Base seed; train and test groups use disjoint seeds.")
     root: AbsPath | None = Field(None, description="Where to write it; default: the cache, named by this spec's hash.")
 
 
@@ -47,7 +47,7 @@ class FractalSource(Spec):
     categories: int = Field(64, ge=1, le=100_000, description="Number of categories (one IFS each).")
     images: int = Field(4096, ge=1, description="Number of images in all (data scale), spread evenly over categories.")
     size: int = Field(128, ge=16, le=1024, description="Rendered size in pixels (square) before the random crop.")
-    seed: int = Field(0, description="Seed of the category systems and instance perturbations.")
+    seed: int = Field(0, ge=0, description="Seed of the category systems and instance perturbations.")
 
     @model_validator(mode="after")
     def _enough_images(self) -> "FractalSource":
@@ -64,7 +64,7 @@ class FolderSource(Spec):
     images: int | None = Field(None, ge=1, description="Use at most this many images (data scale); all if unset.")
     categories: int | None = Field(None, ge=1, description="Use only the first N sub-folders (sorted); all if unset.")
     extensions: list[str] = Field(list(IMAGE_EXTENSIONS), description="File extensions taken as images.")
-    seed: int = Field(0, description="Seed of the subset drawn when `images` is set.")
+    seed: int = Field(0, ge=0, description="Seed of the subset drawn when `images` is set.")
 
 
 class VideoFramesSource(Spec):

@@ -66,7 +66,7 @@ class PMGSpec(Spec):
         description="Extra border (fraction of the size) cropped around each frame so motion reveals real image "
         "content; sampling outside the image reflects. 0 = reflection only.",
     )
-    seed: int = Field(0, description="Seed of the generator's own random stream.")
+    seed: int = Field(0, ge=0, description="Seed of the generator's own random stream.")
 
     @field_validator("transforms", mode="before")
     @classmethod

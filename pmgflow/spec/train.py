@@ -24,7 +24,7 @@ class OptimSpec(Spec):
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (not on norms, biases, position tables).")
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
     clip_grad: float | None = Field(None, gt=0, description="Clip the gradient norm to this value; off if unset.")
-    seed: int = Field(0, description="Seed of initialization, data order and masks.")
+    seed: int = Field(0, ge=0, description="Seed of initialization, data order and masks.")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:N.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: the CPUs given to the run.")
 
