@@ -7,7 +7,6 @@ mixup/cutmix (timm's), and multi-view testing (temporal segments x spatial crops
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from pmgflow.model.vit import VideoViT
 from pmgflow.paths import cache_dir
 from pmgflow.spec.train import FinetuneSpec
 from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
-                                check_finite, configure_threads, fit, resolve_device, stream_seed)
+                                configure_threads, fit, resolve_device, run_steps, stream_seed)
 from pmgflow.train.pretrain import STORE_SCALE
 
 ENCODER_KEYS = ("img_size", "frames", "tubelet", "patch", "in_chans", "embed_dim", "depth", "num_heads",
@@ -122,37 +121,22 @@ def finetune(spec: FinetuneSpec, *, root: Path | None = None, on_epoch: EpochCal
         loader = DataLoader(train_data, batch_size=micro, shuffle=True, generator=g,
                             drop_last=len(train_data) >= micro)
         batches = iter(loader)
-        losses, clips, start = [], 0, time.perf_counter()
-        for step in range(steps):
-            scheduler.step_update(epoch * steps + step)
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for _ in range(spec.accum_steps):
-                videos, labels = next(batches)
-                videos, labels = videos.to(device, non_blocking=True), labels.to(device)
-                if mixup is not None and videos.shape[0] % 2 == 0:
-                    # timm's mixup boxes the last two dims: fold time into channels so boxes span H x W.
-                    b, c, t, h, w = videos.shape
-                    mixed, labels = mixup(videos.reshape(b, c * t, h, w), labels)
-                    videos = mixed.view(b, c, t, h, w)
-                elif mixup is not None:
-                    labels = torch.nn.functional.one_hot(labels, num_classes).float()
-                with autocast(device):
-                    loss = criterion(model(videos).float(), labels)
-                check_finite(loss.detach(), epoch, step, run)
-                (loss / spec.accum_steps).backward()
-                step_loss += float(loss.detach()) / spec.accum_steps
-                clips += videos.shape[0]
-            if spec.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip_grad)
-            optimizer.step()
-            losses.append(step_loss)
-            if progress:
-                rate = clips / (time.perf_counter() - start)
-                progress(1, info=f"epoch {epoch + 1}/{spec.epochs} loss {step_loss:.4f} {rate:.0f} clips/s")
-        seconds = time.perf_counter() - start
-        metrics = {"finetune_loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
-                   "clips_per_s": clips / seconds, "epoch_seconds": seconds}
+
+        def micro_loss(step: int, k: int) -> tuple[torch.Tensor, int]:
+            videos, labels = next(batches)
+            videos, labels = videos.to(device, non_blocking=True), labels.to(device)
+            if mixup is not None and videos.shape[0] % 2 == 0:
+                # timm's mixup boxes the last two dims: fold time into channels so boxes span H x W.
+                b, c, t, h, w = videos.shape
+                mixed, labels = mixup(videos.reshape(b, c * t, h, w), labels)
+                videos = mixed.view(b, c, t, h, w)
+            elif mixup is not None:
+                labels = torch.nn.functional.one_hot(labels, num_classes).float()
+            with autocast(device):
+                loss = criterion(model(videos).float(), labels)
+            return loss, videos.shape[0]
+
+        metrics = run_steps("finetune", epoch, steps, spec, model, optimizer, scheduler, micro_loss, run, progress)
         if spec.eval_every and (epoch + 1) % spec.eval_every == 0 and epoch + 1 < spec.epochs:
             metrics.update(evaluate(model, test_data, device, batch=micro))
         return metrics

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +182,31 @@ def fit(run: RunDir, model: torch.nn.Module, optimizer, epochs: int, seed: int,
     return run.history
 
 
-def finite_mean(values: list[float]) -> float:
-    """Mean of a list (nan for an empty one)."""
-    return sum(values) / len(values) if values else math.nan
+def run_steps(stage: str, epoch: int, steps: int, spec: OptimSpec, model: torch.nn.Module, optimizer, scheduler,
+              micro_loss: Callable[[int, int], tuple[torch.Tensor, int]], run: RunDir,
+              progress: StepProgress | None = None) -> dict[str, float]:
+    """One epoch of optimizer steps with gradient accumulation, clipping, NaN checks and progress.
+
+    `micro_loss(step, k)` returns the loss of accumulation micro-batch k of `step` and its number of clips.
+    """
+    losses, clips, start = [], 0, time.perf_counter()
+    for step in range(steps):
+        scheduler.step_update(epoch * steps + step)
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for k in range(spec.accum_steps):
+            loss, n = micro_loss(step, k)
+            check_finite(loss.detach(), epoch, step, run)
+            (loss / spec.accum_steps).backward()
+            step_loss += float(loss.detach()) / spec.accum_steps
+            clips += n
+        if spec.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip_grad)
+        optimizer.step()
+        losses.append(step_loss)
+        if progress:
+            rate = clips / (time.perf_counter() - start)
+            progress(1, info=f"epoch {epoch + 1}/{spec.epochs} loss {step_loss:.4f} {rate:.0f} clips/s")
+    seconds = time.perf_counter() - start
+    return {f"{stage}_loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
+            "clips_per_s": clips / seconds, "epoch_seconds": seconds}

@@ -8,7 +8,6 @@ ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ from pmgflow.pmg.generator import PseudoMotionGenerator
 from pmgflow.spec.train import PretrainSpec
 from pmgflow.errors import PmgflowError
 from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
-                                check_finite, configure_threads, distributed_context, fit, resolve_device,
-                                stream_seed)
+                                configure_threads, distributed_context, fit, resolve_device, run_steps, stream_seed)
 
 # Images are stored a little larger than the clips so the random resized crop keeps resolution.
 STORE_SCALE = 1.25
@@ -108,35 +106,20 @@ def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCal
         order = torch.cat([torch.randperm(len(bank), generator=order_g)
                            for _ in range(math.ceil(steps * spec.batch_size / len(bank)))])
         g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 2, rank))
-        losses, clips, start = [], 0, time.perf_counter()
-        for step in range(steps):
-            scheduler.step_update(epoch * steps + step)
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for k in range(spec.accum_steps):
-                at = step * spec.batch_size + rank * per_rank + k * micro
-                images = bank.batch(order[at: at + micro]).to(device, non_blocking=True).float().div_(255)
-                images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)
-                videos = pmg(images, generator=g)
-                if real is not None:
-                    videos = real.replace(videos, epoch, g)
-                mask = model.tube_mask(micro, "cpu", generator=g).to(device)
-                with autocast(device):
-                    loss, _, _ = net(videos, mask=mask)
-                check_finite(loss.detach(), epoch, step, run)
-                (loss / spec.accum_steps).backward()
-                step_loss += float(loss.detach()) / spec.accum_steps
-            if spec.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip_grad)
-            optimizer.step()
-            losses.append(step_loss)
-            clips += spec.batch_size
-            if progress:
-                rate = clips / (time.perf_counter() - start)
-                progress(1, info=f"epoch {epoch + 1}/{spec.epochs} loss {step_loss:.4f} {rate:.0f} clips/s")
-        seconds = time.perf_counter() - start
-        return {"pretrain_loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
-                "clips_per_s": clips / seconds, "epoch_seconds": seconds}
+
+        def micro_loss(step: int, k: int) -> tuple[torch.Tensor, int]:
+            at = step * spec.batch_size + rank * per_rank + k * micro
+            images = bank.batch(order[at: at + micro]).to(device, non_blocking=True).float().div_(255)
+            images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)
+            videos = pmg(images, generator=g)
+            if real is not None:
+                videos = real.replace(videos, epoch, g)
+            mask = model.tube_mask(micro, "cpu", generator=g).to(device)
+            with autocast(device):
+                loss, _, _ = net(videos, mask=mask)
+            return loss, micro * world
+
+        return run_steps("pretrain", epoch, steps, spec, model, optimizer, scheduler, micro_loss, run, progress)
 
     history = fit(run, model, optimizer, spec.epochs, spec.seed, train_epoch, on_epoch)
     weights = run.path / "model.pt"
