@@ -173,14 +173,16 @@ def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> t
                   run_config=RunConfig(name=f"{sweep.spec.name}-{sweep.hash}", storage_path=str(Path(ctx.root) / "tune"),
                                        failure_config=FailureConfig(max_failures=sweep.spec.max_failures), verbose=0,
                                        callbacks=[_progress_callback(sweep, [t.index for t in pending], echo)]))
-    errors, interrupted = {}, []
+    errors, done = {}, set()
     for result in tuner.fit():
+        if result.config is None:  # a trial an interrupt stopped before it started
+            continue
         index = pending[result.config["index"]].index
         if result.error is not None:
             errors[index] = tracking.error_text(result.error)
-        elif not (result.metrics or {}).get("done"):
-            interrupted.append(index)
-    return errors, interrupted
+        elif (result.metrics or {}).get("done"):
+            done.add(index)
+    return errors, [t.index for t in pending if t.index not in errors and t.index not in done]
 
 
 @dataclass
@@ -195,7 +197,7 @@ class SweepOutcome:
     table: Table | None = None
     failed: list[int] = field(default_factory=list)
     interrupted: list[int] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time by phase: tracking, ray, trials, report
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time by phase: tracking (MLflow, report), ray, trials
 
 
 def run_sweep(path: str | Path, *, address: str | None = None, tracking_uri: str | None = None,

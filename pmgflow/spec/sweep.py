@@ -15,9 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
