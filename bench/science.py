@@ -21,8 +21,13 @@ from pmgflow.spec.train import FinetuneSpec, PretrainSpec
 from pmgflow.train.finetune import finetune
 from pmgflow.train.pretrain import pretrain
 
-CONDITIONS = {"scratch": None, "static": ["identity"], "pmg": ["zoom", "affine"]}
-LABELS = {"scratch": "(a) scratch", "static": "(b) static videos (Identity)", "pmg": "(c) PMG Zoom+Affine, Mixup"}
+# Per-frame steps visible at 32x32: about one pixel of translation and a few percent of zoom per frame.
+STRONG = [{"name": "zoom", "params": {"step": [1.03, 1.08]}},
+          {"name": "affine", "params": {"rotate": [-5, 5], "translate": [-0.04, 0.04], "scale": [0.97, 1.03],
+                                        "shear": [-3, 3]}}]
+CONDITIONS = {"scratch": None, "static": ["identity"], "pmg": ["zoom", "affine"], "pmg_strong": STRONG}
+LABELS = {"scratch": "(a) scratch", "static": "(b) static videos (Identity)", "pmg": "(c) PMG Zoom+Affine, Mixup",
+          "pmg_strong": "(c') PMG Zoom+Affine, Mixup, stronger steps"}
 
 
 def pretrain_spec(transforms: list[str], args, seed: int) -> PretrainSpec:
@@ -40,6 +45,7 @@ def finetune_spec(init: str | None, per_class: int | None, args, seed: int) -> F
         "epochs": epochs, "batch_size": 32, "blr": args.finetune_blr, "warmup_epochs": 2, "seed": seed,
         "threads": args.threads, "model": {"preset": "tiny"}, "init": init, "per_class": per_class,
         "mixup": args.mixup, "cutmix": args.cutmix, "layer_decay": args.layer_decay,
+        **({"head_init_scale": args.head_init_scale} if args.head_init_scale is not None else {}),
         "dataset": {"kind": "actions", "classes": 10, "train_per_class": 100, "test_per_class": 30},
         "stride": 2, "test_segments": 2, "test_crops": 1})
 
@@ -58,6 +64,7 @@ def main() -> None:
     ap.add_argument("--mixup", type=float, default=0.0)
     ap.add_argument("--cutmix", type=float, default=0.0)
     ap.add_argument("--layer-decay", type=float, default=0.75)
+    ap.add_argument("--head-init-scale", type=float, default=None, help="default: VideoMAE's 0.001")
     ap.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
     ap.add_argument("--pretrain-per-seed", action="store_true")
     ap.add_argument("--only", choices=["all", "few"], default=None, help="run one label regime only")

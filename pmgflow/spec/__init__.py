@@ -6,8 +6,10 @@ from pmgflow.spec.model import ModelSpec
 from pmgflow.spec.pmg import AugmentSpec, PMGSpec, TransformChoice
 from pmgflow.spec.train import FinetuneSpec, PretrainSpec
 
-SPECS = {"pretrain": PretrainSpec, "finetune": FinetuneSpec, "pmg": PMGSpec}
+from pmgflow.spec.sweep import SweepSpec, TrialSpec  # noqa: E402  (sweep specs build on the ones above)
+
+SPECS = {"pretrain": PretrainSpec, "finetune": FinetuneSpec, "pmg": PMGSpec, "sweep": SweepSpec, "trial": TrialSpec}
 
 __all__ = ["Spec", "load_spec", "spec_hash", "validate_spec", "FolderSource", "FractalSource", "ImageSourceSpec",
            "VideoDatasetSpec", "VideoFramesSource", "ModelSpec", "AugmentSpec", "PMGSpec", "TransformChoice",
-           "FinetuneSpec", "PretrainSpec", "SPECS"]
+           "FinetuneSpec", "PretrainSpec", "SweepSpec", "TrialSpec", "SPECS"]

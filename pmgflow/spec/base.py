@@ -32,6 +32,15 @@ def spec_hash(spec: BaseModel | dict, length: int = 12) -> str:
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:length]
 
 
+# Where and on how many threads a run executes does not change what it computes: not part of a run's name.
+EXECUTION_FIELDS = frozenset({"threads", "device"})
+
+
+def run_key(spec: BaseModel) -> str:
+    """The hash that names a training run's directory (<stage>-<key>): its spec without execution fields."""
+    return spec_hash(spec.model_dump(mode="json", exclude=set(EXECUTION_FIELDS)))
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One readable message: the file, then one line per bad field path with what was expected."""
     lines = [f"{source}: invalid spec ({err.error_count()} error{'s' if err.error_count() > 1 else ''})"]

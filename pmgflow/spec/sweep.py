@@ -20,18 +20,10 @@ from typing import Annotated, Any, Union
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from pmgflow.errors import SpecError
-from pmgflow.spec.base import Spec, read_yaml, spec_hash, validate_spec
+from pmgflow.spec.base import Spec, read_yaml, run_key, spec_hash, validate_spec
 from pmgflow.spec.train import FinetuneSpec, PretrainSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-# Fields that say where a run executes, not what it computes; run dirs are named without them
-# (pmgflow.train.loop.EXECUTION_FIELDS, which a test keeps equal to this).
-EXECUTION_FIELDS = {"threads", "device"}
-
-
-def run_key(spec: Spec) -> str:
-    """The hash that names a training run's directory (<stage>-<key>): its spec without execution fields."""
-    return spec_hash(spec.model_dump(mode="json", exclude=EXECUTION_FIELDS))
 
 
 class TrialSpec(Spec):

@@ -91,6 +91,8 @@ class FinetuneSpec(OptimSpec):
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     layer_decay: float = Field(0.75, gt=0, le=1, description="Layer-wise lr decay (1 = off).")
     drop_path: float = Field(0.1, ge=0, lt=1, description="Stochastic depth rate.")
+    head_init_scale: float = Field(0.001, gt=0, description="Scale of the classifier's initial weights "
+                                   "(VideoMAE: 0.001; a model trained from scratch learns faster with 1).")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing.")
     mixup: float = Field(0.8, ge=0, description="Mixup alpha (0 = off).")
     cutmix: float = Field(1.0, ge=0, description="CutMix alpha (0 = off).")

@@ -34,7 +34,8 @@ ENCODER_KEYS = ("img_size", "frames", "tubelet", "patch", "in_chans", "embed_dim
 def build_classifier(spec: FinetuneSpec, num_classes: int, init: Path | None) -> tuple[VideoViT, dict[str, Any]]:
     """The VideoViT to fine-tune: the init checkpoint's encoder (VideoMAE or VideoViT) or a fresh one."""
     if init is None:
-        model = VideoViT(**spec.model.encoder_kwargs(), num_classes=num_classes, drop_path_rate=spec.drop_path)
+        model = VideoViT(**spec.model.encoder_kwargs(), num_classes=num_classes, drop_path_rate=spec.drop_path,
+                         init_scale=spec.head_init_scale)
         return model, {"init": "scratch"}
     ckpt = load_checkpoint(init)
     config = ckpt.get("model_config")
@@ -42,7 +43,7 @@ def build_classifier(spec: FinetuneSpec, num_classes: int, init: Path | None) ->
         raise PmgflowError(f"checkpoint {init} has no model_config/model entries (is it a pmgflow checkpoint? "
                            "official VideoMAE and transformers weights go through `pmgflow import` first)")
     kwargs = {k: v for k, v in config.items() if k in ENCODER_KEYS}
-    model = VideoViT(**kwargs, num_classes=num_classes, drop_path_rate=spec.drop_path)
+    model = VideoViT(**kwargs, num_classes=num_classes, drop_path_rate=spec.drop_path, init_scale=spec.head_init_scale)
     state = ckpt["model"]
     if ckpt.get("kind") == "finetune":  # re-tune a classifier: keep its encoder, new head
         state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm."))}

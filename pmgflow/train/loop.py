@@ -22,10 +22,9 @@ from timm.scheduler import CosineLRScheduler
 from pmgflow.errors import PmgflowError
 from pmgflow.model.checkpoints import checkpoint_state, load_checkpoint, save_checkpoint
 from pmgflow.paths import runs_dir
-from pmgflow.spec.base import Spec, spec_hash
+from pmgflow.spec.base import Spec, run_key
 from pmgflow.spec.train import OptimSpec
 
-EXECUTION_FIELDS = {"threads", "device"}
 EpochCallback = Callable[[int, dict[str, float]], None]
 StepProgress = Callable[..., None]
 
@@ -102,13 +101,11 @@ class RunDir:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def for_spec(cls, stage: str, spec: Spec, root: Path | None = None, extra: dict | None = None) -> "RunDir":
+    def for_spec(cls, stage: str, spec: Spec, root: Path | None = None) -> "RunDir":
         """The directory of `spec` under the runs root ($PMGFLOW_RUNS or ./runs), created with spec.yaml."""
-        # Where and on how many threads a run executes does not change what it computes: not in the name.
-        key = spec.model_dump(mode="json", exclude=EXECUTION_FIELDS) | ({"_extra": extra} if extra else {})
-        path = Path(root or runs_dir()) / f"{stage}-{spec_hash(key)}"
+        path = Path(root or runs_dir()) / f"{stage}-{run_key(spec)}"
         path.mkdir(parents=True, exist_ok=True)
-        (path / "spec.yaml").write_text(yaml.safe_dump(key, sort_keys=False))
+        (path / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         return cls(path)
 
     @property
