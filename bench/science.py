@@ -45,7 +45,7 @@ def finetune_spec(init: str | None, per_class: int | None, args, seed: int) -> F
         "epochs": epochs, "batch_size": 32, "blr": args.finetune_blr, "warmup_epochs": 2, "seed": seed,
         "threads": args.threads, "model": {"preset": "tiny"}, "init": init, "per_class": per_class,
         "mixup": args.mixup, "cutmix": args.cutmix, "layer_decay": args.layer_decay,
-        **({"head_init_scale": args.head_init_scale} if args.head_init_scale is not None else {}),
+        "head_init_scale": args.head_init_scale,
         "dataset": {"kind": "actions", "classes": 10, "train_per_class": 100, "test_per_class": 30},
         "stride": 2, "test_segments": 2, "test_crops": 1})
 
@@ -63,8 +63,8 @@ def main() -> None:
     ap.add_argument("--finetune-blr", type=float, default=4e-3)
     ap.add_argument("--mixup", type=float, default=0.0)
     ap.add_argument("--cutmix", type=float, default=0.0)
-    ap.add_argument("--layer-decay", type=float, default=0.75)
-    ap.add_argument("--head-init-scale", type=float, default=None, help="default: VideoMAE's 0.001")
+    ap.add_argument("--layer-decay", type=float, default=1.0, help="VideoMAE's fine-tuning uses 0.75")
+    ap.add_argument("--head-init-scale", type=float, default=1.0, help="VideoMAE's fine-tuning uses 0.001")
     ap.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
     ap.add_argument("--pretrain-per-seed", action="store_true")
     ap.add_argument("--only", choices=["all", "few"], default=None, help="run one label regime only")
