@@ -55,17 +55,6 @@ class Motion:
             if getattr(self, name) is None:
                 setattr(self, name, default.clone())
 
-    @staticmethod
-    def cat(parts: list["Motion"], order: torch.Tensor) -> "Motion":
-        """Concatenate per-transform motions, then put row i of the result at video order[i]."""
-        out = Motion(int(order.numel()))
-        for name in ("geo_init", "geo_step", "color_init", "color_step", "paste_size", "paste_start", "paste_step"):
-            stacked = torch.cat([getattr(p, name) for p in parts])
-            full = torch.empty_like(stacked)
-            full[order] = stacked
-            setattr(out, name, full)
-        return out
-
 
 def uniform(rng: Range, n: int, g: torch.Generator | None) -> torch.Tensor:
     """n draws from U(low, high)."""
