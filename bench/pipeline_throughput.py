@@ -43,11 +43,12 @@ def main() -> None:
         model = build_videomae(spec)
         opt = build_optimizer(model, spec)
         g = torch.Generator().manual_seed(0)
+        buffer = torch.empty(args.batch, 3, spec.pmg.frames, spec.pmg.size, spec.pmg.size)
 
-        def make_videos() -> torch.Tensor:
+        def make_videos(out: torch.Tensor | None = buffer) -> torch.Tensor:
             idx = torch.randint(0, len(bank), (args.batch,), generator=g)
             images = random_resized_crop(bank.batch(idx).float().div_(255), spec.pmg.size, generator=g)
-            return pmg(images, generator=g)
+            return pmg(images, generator=g, out=out)  # reusing one buffer, as the pre-training loop does
 
         def step(videos: torch.Tensor) -> None:
             mask = model.tube_mask(videos.shape[0], "cpu", generator=g)
@@ -56,7 +57,7 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        premade = [make_videos() for _ in range(args.steps)]
+        premade = [make_videos(out=None) for _ in range(args.steps)]
         step(premade[0])  # warm-up
         live, fixed = [], []
         for _ in range(args.reps):

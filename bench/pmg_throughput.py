@@ -66,19 +66,26 @@ def naive_clip(img: Image.Image, name: str, frames: int, other: Image.Image, rng
     return np.stack(out)
 
 
-def time_naive(images: list[Image.Image], frames: int, rng: random.Random) -> float:
+def time_naive(images: list[Image.Image], frames: int, rng: random.Random, out: torch.Tensor | None) -> float:
     names = sorted(TRANSFORMS)
     start = time.perf_counter()
     clips = [naive_clip(im, rng.choice(names), frames, images[(i + 1) % len(images)], rng)
              for i, im in enumerate(images)]
     # the model needs float tensors (B,3,T,H,W) in [0,1]: include that conversion
-    torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float().div_(255)
+    stacked = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3)
+    if out is None:
+        stacked.float().div_(255)
+    else:
+        out.copy_(stacked).div_(255)
     return len(images) / (time.perf_counter() - start)
 
 
-def time_batched(pmg: PseudoMotionGenerator, batch: torch.Tensor, g: torch.Generator) -> float:
+def time_batched(pmg: PseudoMotionGenerator, batch: torch.Tensor, g: torch.Generator, out: torch.Tensor | None
+                 ) -> float:
     start = time.perf_counter()
-    pmg(batch, generator=g)
+    pmg(batch, generator=g, out=out)
+    if batch.device.type == "cuda":
+        torch.cuda.synchronize()
     return batch.shape[0] / (time.perf_counter() - start)
 
 
@@ -94,22 +101,29 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"PMG throughput, clips/s (median of {args.reps}), {args.frames} frames, batch {args.batch}, "
           f"{args.threads} threads, device {args.device}; all eight transforms drawn uniformly")
-    print(f"{'clip':>14} {'batched torch':>14} {'naive PIL':>10} {'ratio':>7}")
+    print("new output: a fresh tensor per batch; reused: both write into one buffer kept across batches,\n"
+          "as the pre-training loop does (no page faults on a new allocation)")
+    print(f"{'clip':>14} | {'new output: torch':>17} {'naive PIL':>9} {'ratio':>6} | "
+          f"{'reused: torch':>13} {'naive PIL':>9} {'ratio':>6}")
     for size in args.sizes:
         pil = photos(args.batch, size)
-        batch = torch.stack([torch.from_numpy(np.asarray(p)).permute(2, 0, 1) for p in pil]).float().div(255)
+        batch = torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1) for p in pil]).float().div(255)
         batch = batch.to(args.device)
         pmg = PseudoMotionGenerator(PMGSpec(frames=args.frames, size=size, transforms=sorted(TRANSFORMS)))
         g, rng = torch.Generator().manual_seed(0), random.Random(0)
-        time_batched(pmg, batch, g)  # warm-up
-        fast, slow = [], []
-        for _ in range(args.reps):  # interleaved, so both see the same machine load
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            fast.append(time_batched(pmg, batch, g))
-            slow.append(time_naive(pil, args.frames, rng))
-        f, s = statistics.median(fast), statistics.median(slow)
-        print(f"{args.frames}x{size}x{size:<6} {f:14.1f} {s:10.1f} {f / s:6.1f}x")
+        shape = (args.batch, 3, args.frames, size, size)
+        buffer, naive_buffer = torch.empty(shape, device=args.device), torch.empty(shape)
+        time_batched(pmg, batch, g, None)  # warm-up
+        time_batched(pmg, batch, g, buffer)
+        times: dict[str, list[float]] = {"fast": [], "slow": [], "fast_reused": [], "slow_reused": []}
+        for _ in range(args.reps):  # interleaved, so all see the same machine load
+            times["fast"].append(time_batched(pmg, batch, g, None))
+            times["slow"].append(time_naive(pil, args.frames, rng, None))
+            times["fast_reused"].append(time_batched(pmg, batch, g, buffer))
+            times["slow_reused"].append(time_naive(pil, args.frames, rng, naive_buffer))
+        m = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{args.frames}x{size}x{size:<6} | {m['fast']:17.1f} {m['slow']:9.1f} {m['fast'] / m['slow']:5.1f}x | "
+              f"{m['fast_reused']:13.1f} {m['slow_reused']:9.1f} {m['fast_reused'] / m['slow_reused']:5.1f}x")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,18 @@ def apply_color(frames: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
     return out + mats[:, :, :3, 3].permute(0, 2, 1)[..., None, None]
 
 
+def color_frames(image: torch.Tensor, mats: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Frames of one still image under (B,T,4,4) colour maps, written to out (B,3,T,H,W) in one batched matmul.
+
+    out[b, i, t] = sum_j mats[b,t,i,j] · image[b,j] + mats[b,t,i,3], i.e. per video a (3T x 3) @ (3 x HW) product.
+    """
+    b, _, t, h, w = out.shape
+    lin = mats[:, :, :3, :3].transpose(1, 2).reshape(b, 3 * t, 3)  # rows ordered (channel, frame) like out
+    bias = mats[:, :, :3, 3].transpose(1, 2).reshape(b, 3 * t, 1)
+    torch.baddbmm(bias, lin, image.reshape(b, 3, h * w), out=out.view(b, 3 * t, h * w))
+    return out
+
+
 def box_mask(centre: torch.Tensor, half: torch.Tensor, size: int) -> torch.Tensor:
     """(B,T,2) box centres and (B,2) half-sizes (normalized) -> float masks (B,1,T,size,size)."""
     c = pixel_centres(size, centre.device)
@@ -75,12 +87,50 @@ def box_mask(centre: torch.Tensor, half: torch.Tensor, size: int) -> torch.Tenso
     return (inside_y[..., :, None] & inside_x[..., None, :]).float().unsqueeze(1)
 
 
+def sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling with reflection at the borders (no black borders creep in)."""
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+_CORNERS = torch.tensor([[-1.0, 1.0, 1.0, -1.0], [-1.0, -1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+
+
+def stays_inside(mats: torch.Tensor) -> bool:
+    """Whether (…,3,3) homographies map the whole frame inside the source (their extremes are at the corners)."""
+    pts = mats.reshape(-1, 3, 3).cpu() @ _CORNERS
+    z = pts[:, 2]
+    return bool((z > 0).all() and (pts[:, :2].abs() <= z[:, None]).all())
+
+
+def warp(images: torch.Tensor, mats: torch.Tensor, size: int) -> torch.Tensor:
+    """Sample images (n,3,h,w) through (n,T,3,3) homographies: frames (n,3,T*size,size), reflected at the borders.
+
+    Equal to `sample(images, warp_grid(mats, size))`; when no frame reaches outside the source (a sliding
+    window, a zoom) grid_sample may clamp instead of reflecting each coordinate, about 20 % faster on CPU.
+    """
+    padding = "border" if stays_inside(mats) else "reflection"
+    return F.grid_sample(images, warp_grid(mats, size), mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+CHUNK_PIXELS = 2 ** 19
+"""On CPU, videos are rendered a few at a time, about this many output pixels per chunk, so that the
+intermediate grids and frames stay in cache and their memory is recycled; on CUDA a block is one chunk."""
+
+
+def chunk_size(frames: int, size: int, device: torch.device) -> int:
+    """How many videos to render at once on this device."""
+    if device.type != "cpu":
+        return 1 << 30
+    return max(1, CHUNK_PIXELS // (frames * size * size))
+
+
 class PseudoMotionGenerator:
     """Turns images (B,3,H,W) in [0,1] into pseudo-motion videos (B,3,T,size,size) in [0,1].
 
     The number of videos per transform is drawn from the weights (multinomial); the videos of one transform
     form a contiguous block of the batch, so each block is rendered with slices, no gather or scatter.
     Training batches arrive in random order, so this is the same as drawing a transform per video.
+    Every random draw is made per block before rendering, so the result does not depend on the chunking.
     """
 
     def __init__(self, spec: PMGSpec | None = None):
@@ -110,82 +160,104 @@ class PseudoMotionGenerator:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                 transform: str | None = None) -> torch.Tensor:
-        """Generate one pseudo-motion video per image; random draws come from `generator` (CPU)."""
-        videos, _ = self.generate(images, generator, transform)
+                 transform: str | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate one pseudo-motion video per image; random draws come from `generator` (CPU).
+
+        `out`, a float tensor (B,3,T,size,size) on the images' device, receives the videos: a training loop
+        that passes the same buffer every step spares the allocation (and, on CPU, its page faults).
+        """
+        videos, _ = self.generate(images, generator, transform, out)
         return videos
 
     @torch.no_grad()
     def generate(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                 transform: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 transform: str | None = None, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Like __call__, also returning the index of the transform each video used."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B,3,H,W), got {tuple(images.shape)}")
         g = generator or self.generator
         images = images.float()
         b, _, h, w = images.shape
+        frames, size = self.spec.frames, self.spec.size
+        shape = (b, 3, frames, size, size)
+        if out is None:
+            out = torch.empty(shape, device=images.device)
+        elif out.shape != shape or out.dtype != torch.float32 or out.device != images.device or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous float32 tensor of shape {shape} on {images.device}, "
+                             f"got {out.dtype} {tuple(out.shape)} on {out.device}")
         blocks, choice = self.sample_motion(b, g, transform)
-        out = torch.empty(b, 3, self.spec.frames, self.spec.size, self.spec.size, device=images.device)
         # The frames view the central (1 - 2·margin) of the source, so motion reveals real content.
         view = scale3(torch.tensor([1 - 2 * self.spec.margin]))
-        same_size = (h, w) == (self.spec.size, self.spec.size) and self.spec.margin == 0
+        same_size = (h, w) == (size, size) and self.spec.margin == 0
+        render = self._composed if self.spec.mode == "composed" else self._recursive
+        step = chunk_size(frames, size, images.device)
         for block, motion in blocks:
             motion.geo_init = view @ motion.geo_init
-            render = self._composed if self.spec.mode == "composed" else self._recursive
-            out[block] = render(images[block], motion, same_size)
-            self._paste(out[block], images, block, motion, g)
-        return mix_videos(out, self.spec.augment, g), choice
+            partner = self._paste_partners(motion, block, b, g)
+            for lo in range(0, motion.n, step):
+                hi = min(lo + step, motion.n)
+                rows = slice(block.start + lo, block.start + hi)
+                m = motion.rows(lo, hi)
+                render(images[rows], m, same_size, out[rows])
+                if partner is not None:
+                    self._paste(out[rows], images[partner[lo:hi].to(images.device)], m)
+        mix_videos_(out, self.spec.augment, g, step)
+        return out, choice
 
-    def _composed(self, images: torch.Tensor, m: Motion, same_size: bool) -> torch.Tensor:
-        """Every frame sampled once from the source through M0·S^t, coloured by P^t·P0."""
+    def _composed(self, images: torch.Tensor, m: Motion, same_size: bool, out: torch.Tensor) -> None:
+        """Every frame sampled once from the source through M0·S^t, coloured by P^t·P0, into out."""
         dev, size, frames = images.device, self.spec.size, self.spec.frames
-        if same_size and bool(is_identity(m.geo_init).all() and is_identity(m.geo_step).all()):
-            videos = images.unsqueeze(2).expand(-1, -1, frames, -1, -1)  # static geometry: no resampling
-        else:
-            grid = warp_grid(matrix_powers(m.geo_init, m.geo_step, frames).to(dev), size)
-            videos = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-            videos = videos.view(-1, 3, frames, size, size)
-        if not bool(is_identity(m.color_init).all() and is_identity(m.color_step).all()):
-            videos = apply_color(videos, matrix_powers(m.color_init, m.color_step, frames).to(dev)).clamp_(0, 1)
-        return videos
+        recolour = not bool(is_identity(m.color_init).all() and is_identity(m.color_step).all())
+        colours = matrix_powers(m.color_init, m.color_step, frames).to(dev) if recolour else None
+        if bool(is_identity(m.geo_step).all()):  # still geometry: the source is resampled at most once
+            if not (same_size and bool(is_identity(m.geo_init).all())):
+                images = warp(images, m.geo_init[:, None].to(dev), size)
+            if recolour:
+                color_frames(images, colours, out).clamp_(0, 1)
+            else:
+                out.copy_(images.unsqueeze(2).expand_as(out))
+            return
+        out.copy_(warp(images, matrix_powers(m.geo_init, m.geo_step, frames).to(dev), size).view_as(out))
+        if recolour:
+            out.copy_(apply_color(out, colours).clamp_(0, 1))
 
-    def _recursive(self, images: torch.Tensor, m: Motion, same_size: bool) -> torch.Tensor:
-        """The literal recursion: frame t+1 resampled (and recoloured) from frame t."""
+    def _recursive(self, images: torch.Tensor, m: Motion, same_size: bool, out: torch.Tensor) -> None:
+        """The literal recursion: frame t+1 resampled (and recoloured) from frame t, into out."""
         dev, size, frames = images.device, self.spec.size, self.spec.frames
         grid0 = warp_grid(m.geo_init[:, None].to(dev), size)
         grid_step = warp_grid(m.geo_step[:, None].to(dev), size)
         color0, color_step = m.color_init[:, None].to(dev), m.color_step[:, None].to(dev)
-        frame = F.grid_sample(images, grid0, mode="bilinear", padding_mode="reflection", align_corners=False)
+        frame = sample(images, grid0)
         frame = apply_color(frame[:, :, None], color0).clamp(0, 1)[:, :, 0]
-        out = [frame]
-        for _ in range(frames - 1):
-            frame = F.grid_sample(frame, grid_step, mode="bilinear", padding_mode="reflection", align_corners=False)
+        out[:, :, 0] = frame
+        for t in range(1, frames):
+            frame = sample(frame, grid_step)
             frame = apply_color(frame[:, :, None], color_step).clamp(0, 1)[:, :, 0]
-            out.append(frame)
-        return torch.stack(out, 2)
+            out[:, :, t] = frame
 
-    def _paste(self, videos: torch.Tensor, images: torch.Tensor, block: slice, m: Motion,
-               g: torch.Generator) -> None:
-        """Paste, in place, a moving patch of another image of the batch onto the videos whose motion has one.
+    @staticmethod
+    def _paste_partners(m: Motion, block: slice, b: int, g: torch.Generator) -> torch.Tensor | None:
+        """For a block whose motion pastes a patch: the other image of the batch each video takes it from."""
+        if not bool((m.paste_size > 0).any()):
+            return None
+        own = torch.arange(block.start, block.stop)
+        return (own + 1 + torch.randint(0, max(b - 1, 1), (m.n,), generator=g)) % b  # never oneself
+
+    def _paste(self, videos: torch.Tensor, partners: torch.Tensor, m: Motion) -> None:
+        """Paste, in place, the moving patch of each video's partner image.
 
         A pasted patch is an overlay, not a resampling chain, so it is drawn from the source in both modes.
         """
-        if not bool((m.paste_size > 0).any()):
-            return
         dev, size, frames = videos.device, self.spec.size, self.spec.frames
-        n, b = videos.shape[0], images.shape[0]
-        own = torch.arange(block.start, block.start + n)
-        partner = (own + 1 + torch.randint(0, max(b - 1, 1), (n,), generator=g)) % b  # never oneself
         t = torch.arange(frames, dtype=torch.float32)
         shift = t[None, :, None] * m.paste_step[:, None, :]  # (n,T,2) displacement of the patch
         centre = (m.paste_start[:, None, :] + shift).to(dev)
         # The patch content travels with its box: frame t samples the partner at x - shift_t.
-        mats = torch.eye(3).repeat(n, frames, 1, 1)
+        mats = torch.eye(3).repeat(m.n, frames, 1, 1)
         mats[..., :2, 2] = -shift
-        patch = F.grid_sample(images[partner.to(dev)], warp_grid(mats.to(dev), size),
-                              mode="bilinear", padding_mode="reflection", align_corners=False)
+        patch = warp(partners, mats.to(dev), size).view_as(videos)
         mask = box_mask(centre, m.paste_size.to(dev), size) > 0
-        torch.where(mask, patch.view(n, 3, frames, size, size), videos, out=videos)
+        torch.where(mask, patch, videos, out=videos)
 
 
 def beta(alpha: float, n: int, g: torch.Generator) -> torch.Tensor:
@@ -195,23 +267,44 @@ def beta(alpha: float, n: int, g: torch.Generator) -> torch.Tensor:
 
 
 def mix_videos(videos: torch.Tensor, spec: AugmentSpec, g: torch.Generator) -> torch.Tensor:
-    """Video-level Mixup (convex blend of two videos) or VideoMix (a box of another video, all frames)."""
+    """Video-level Mixup or VideoMix of a batch, as a new tensor (see mix_videos_)."""
+    return mix_videos_(videos.clone(), spec, g)
+
+
+def mix_videos_(videos: torch.Tensor, spec: AugmentSpec, g: torch.Generator, chunk: int | None = None
+                ) -> torch.Tensor:
+    """Video-level Mixup (convex blend of two videos) or VideoMix (a box of another video, all frames), in place.
+
+    The partners follow one random cycle through the batch (each video's partner is uniform over the others),
+    so the batch is mixed in place with a single saved video, `chunk` videos at a time.
+    """
     b = videos.shape[0]
     if spec.kind == "none" or b < 2:
         return videos
-    perm = (torch.arange(b) + 1 + torch.randint(0, b - 1, (b,), generator=g)) % b  # never oneself
+    order = torch.randperm(b, generator=g)
     lam = beta(spec.alpha, b, g)
-    lam = torch.where(torch.rand(b, generator=g) < spec.prob, lam, torch.ones(b))
-    other = videos[perm.to(videos.device)]
-    if spec.kind == "mixup":
-        lam = lam.to(videos.device).view(b, 1, 1, 1, 1)
-        return lam * videos + (1 - lam) * other
-    # VideoMix: a box of area (1 - lambda) of the frame, the same box in every frame.
-    size_h, size_w = videos.shape[-2:]
-    side = torch.sqrt(1 - lam)
-    centre = torch.rand(b, 2, generator=g) * 2 - 1
-    half = side[:, None].expand(b, 2)
-    mask = box_mask(centre[:, None, :].to(videos.device), half.to(videos.device), size_h)
-    if size_w != size_h:
-        raise ValueError("VideoMix expects square frames")
-    return mask * other + (1 - mask) * videos
+    lam = torch.where(torch.rand(b, generator=g) < spec.prob, lam, torch.ones(b))  # weight of the video itself
+    if spec.kind == "videomix":
+        size_h, size_w = videos.shape[-2:]
+        if size_w != size_h:
+            raise ValueError("VideoMix expects square frames")
+        # A box of area (1 - lambda) of the frame, the same box in every frame.
+        half = torch.sqrt(1 - lam)[:, None].expand(b, 2)
+        centre = torch.rand(b, 2, generator=g) * 2 - 1
+    dev = videos.device
+    first = videos[int(order[0])].clone()
+    chunk = chunk or b
+    for lo in range(0, b, chunk):
+        idx = order[lo:lo + chunk]
+        nxt = order[lo + 1:lo + chunk + 1]
+        own = videos[idx.to(dev)]
+        other = videos[nxt.to(dev)]
+        if len(nxt) < len(idx):  # the cycle closes on the first video, already mixed: use its saved copy
+            other = torch.cat([other, first[None]])
+        if spec.kind == "mixup":
+            own.lerp_(other, (1 - lam[idx]).to(dev).view(-1, 1, 1, 1, 1))
+        else:
+            mask = box_mask(centre[idx, None, :].to(dev), half[idx].to(dev), size_h) > 0
+            torch.where(mask, other, own, out=own)
+        videos[idx.to(dev)] = own
+    return videos

@@ -48,12 +48,18 @@ class Motion:
     paste_start: torch.Tensor = field(default=None)  # (n,2) box centre in frame 0
     paste_step: torch.Tensor = field(default=None)  # (n,2) box velocity per frame
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("geo_init", "geo_step", "color_init", "color_step",
+                                         "paste_size", "paste_start", "paste_step")
+
     def __post_init__(self) -> None:
         eye3, eye4, z2 = torch.eye(3).expand(self.n, 3, 3), torch.eye(4).expand(self.n, 4, 4), torch.zeros(self.n, 2)
-        for name, default in [("geo_init", eye3), ("geo_step", eye3), ("color_init", eye4), ("color_step", eye4),
-                              ("paste_size", z2), ("paste_start", z2), ("paste_step", z2)]:
+        for name, default in zip(self.FIELDS, (eye3, eye3, eye4, eye4, z2, z2, z2)):
             if getattr(self, name) is None:
                 setattr(self, name, default.clone())
+
+    def rows(self, start: int, stop: int) -> Motion:
+        """The motions of videos start..stop-1."""
+        return Motion(stop - start, **{name: getattr(self, name)[start:stop] for name in self.FIELDS})
 
 
 def uniform(rng: Range, n: int, g: torch.Generator | None) -> torch.Tensor:

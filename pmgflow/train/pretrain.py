@@ -99,6 +99,9 @@ def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCal
     if progress:
         progress(0, total=spec.epochs * steps)
 
+    # One video buffer for every micro-batch: each is consumed (forward and backward) before the next is made.
+    buffer = torch.empty(micro, 3, spec.pmg.frames, spec.pmg.size, spec.pmg.size, device=device)
+
     def train_epoch(epoch: int) -> dict[str, float]:
         model.train()
         # The data order is shared by all ranks; crops, motions and masks are drawn per rank.
@@ -111,7 +114,7 @@ def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCal
             at = step * spec.batch_size + rank * per_rank + k * micro
             images = bank.batch(order[at: at + micro]).to(device, non_blocking=True).float().div_(255)
             images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)
-            videos = pmg(images, generator=g)
+            videos = pmg(images, generator=g, out=buffer)
             if real is not None:
                 videos = real.replace(videos, epoch, g)
             mask = model.tube_mask(micro, "cpu", generator=g).to(device)

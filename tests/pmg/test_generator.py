@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pmgflow.pmg.generator import PseudoMotionGenerator, mix_videos
-from pmgflow.pmg.transforms import TRANSFORMS
+from pmgflow.pmg.generator import (PseudoMotionGenerator, apply_color, color_frames, matrix_powers, mix_videos,
+                                   mix_videos_, stays_inside, warp, warp_grid)
+from pmgflow.pmg.transforms import TRANSFORMS, scale3
 from pmgflow.spec.pmg import AugmentSpec, PMGSpec
 
 
@@ -156,3 +157,72 @@ def test_cpu_and_gpu_agree():
     cpu = PseudoMotionGenerator(spec)(images, torch.Generator().manual_seed(0))
     gpu = PseudoMotionGenerator(spec)(images.cuda(), torch.Generator().manual_seed(0)).cpu()
     assert torch.allclose(cpu, gpu, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["none", "mixup", "videomix"])
+def test_rendering_does_not_depend_on_the_chunk_size(monkeypatch, kind):
+    """CPU renders a few videos at a time, CUDA a whole block: the videos must be the same."""
+    import pmgflow.pmg.generator as generator
+
+    spec = PMGSpec(frames=6, size=24, transforms=sorted(TRANSFORMS), augment={"kind": kind})
+    images = torch.rand(13, 3, 30, 30)
+    whole = PseudoMotionGenerator(spec)(images, torch.Generator().manual_seed(7))
+    monkeypatch.setattr(generator, "CHUNK_PIXELS", 6 * 24 * 24 * 2)  # two videos per chunk
+    assert generator.chunk_size(6, 24, torch.device("cpu")) == 2
+    chunked = PseudoMotionGenerator(spec)(images, torch.Generator().manual_seed(7))
+    assert torch.allclose(whole, chunked, atol=1e-6)
+
+
+def test_out_buffer_receives_the_videos_and_bad_buffers_are_refused():
+    spec = PMGSpec(frames=4, size=16, transforms=sorted(TRANSFORMS), augment={"kind": "mixup"})
+    images = torch.rand(5, 3, 20, 20)
+    fresh = PseudoMotionGenerator(spec)(images, torch.Generator().manual_seed(1))
+    buffer = torch.full((5, 3, 4, 16, 16), float("nan"))
+    got = PseudoMotionGenerator(spec)(images, torch.Generator().manual_seed(1), out=buffer)
+    assert got.data_ptr() == buffer.data_ptr()
+    assert torch.equal(fresh, buffer)
+    with pytest.raises(ValueError, match="out must be"):
+        PseudoMotionGenerator(spec)(images, out=torch.empty(5, 3, 4, 16, 15))
+
+
+def test_in_place_mixing_equals_mixing_a_copy():
+    videos = torch.rand(7, 3, 4, 8, 8)
+    for kind in ("mixup", "videomix"):
+        spec = AugmentSpec(kind=kind, alpha=0.8)
+        copy = mix_videos(videos, spec, torch.Generator().manual_seed(3))
+        inplace = mix_videos_(videos.clone(), spec, torch.Generator().manual_seed(3), chunk=3)
+        assert torch.allclose(copy, inplace, atol=1e-6)
+        assert not torch.equal(copy, videos)
+
+
+def test_every_video_is_mixed_with_another_one():
+    """Partners follow one cycle: with lambda in (0,1), no video is left unmixed or mixed with itself."""
+    videos = torch.arange(6.0).view(6, 1, 1, 1, 1).expand(6, 3, 2, 4, 4).contiguous()
+    out = mix_videos(videos, AugmentSpec(kind="mixup", alpha=1.0, prob=1.0), torch.Generator().manual_seed(0))
+    values = out[:, 0, 0, 0, 0]
+    assert (values != torch.arange(6.0)).all()
+
+
+@pytest.mark.parametrize("name", ["sliding_window", "zoom", "affine", "perspective"])
+def test_warp_equals_reflected_sampling(name):
+    images = photo(40, 2)
+    m = TRANSFORMS[name]().motion(2, 8, torch.Generator().manual_seed(0))
+    mats = matrix_powers(m.geo_init, m.geo_step, 8)
+    expected = F.grid_sample(images, warp_grid(mats, 32), mode="bilinear", padding_mode="reflection",
+                             align_corners=False)
+    assert torch.allclose(warp(images, mats, 32), expected, atol=1e-5)
+
+
+def test_stays_inside_tells_a_window_from_a_rotation():
+    assert stays_inside(scale3(torch.tensor([0.7, 1.0])))
+    assert not stays_inside(scale3(torch.tensor([1.1])))
+    rot = torch.tensor([[[0.9, -0.44, 0.0], [0.44, 0.9, 0.0], [0.0, 0.0, 1.0]]])
+    assert not stays_inside(rot)
+
+
+def test_color_frames_equals_colouring_every_frame():
+    image = torch.rand(3, 3, 8, 8)
+    m = TRANSFORMS["color_jitter"]().motion(3, 5, torch.Generator().manual_seed(0))
+    mats = matrix_powers(m.color_init, m.color_step, 5)
+    expected = apply_color(image.unsqueeze(2).expand(-1, -1, 5, -1, -1), mats)
+    assert torch.allclose(color_frames(image, mats, torch.empty(3, 3, 5, 8, 8)), expected, atol=1e-5)
