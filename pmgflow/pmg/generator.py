@@ -9,6 +9,8 @@ All pixel work is batched torch (`grid_sample` over every video and frame at onc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -102,14 +104,38 @@ def stays_inside(mats: torch.Tensor) -> bool:
     return bool((z > 0).all() and (pts[:, :2].abs() <= z[:, None]).all())
 
 
-def warp(images: torch.Tensor, mats: torch.Tensor, size: int) -> torch.Tensor:
+def border_padding(mats: torch.Tensor) -> str:
+    """grid_sample padding for sampling through `mats`: reflection, or the cheaper clamp when no frame leaves
+    the source (a sliding window, a zoom); inside the source both give the same pixels."""
+    return "border" if stays_inside(mats) else "reflection"
+
+
+def warp(images: torch.Tensor, mats: torch.Tensor, size: int, padding: str | None = None) -> torch.Tensor:
     """Sample images (n,3,h,w) through (n,T,3,3) homographies: frames (n,3,T*size,size), reflected at the borders.
 
-    Equal to `sample(images, warp_grid(mats, size))`; when no frame reaches outside the source (a sliding
-    window, a zoom) grid_sample may clamp instead of reflecting each coordinate, about 20 % faster on CPU.
+    Equal to `sample(images, warp_grid(mats, size))`, about 20 % faster on CPU where `border_padding` allows.
     """
-    padding = "border" if stays_inside(mats) else "reflection"
+    padding = padding or border_padding(mats)
     return F.grid_sample(images, warp_grid(mats, size), mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+@dataclass
+class Sampling:
+    """How the videos of one block are drawn from their sources; tensors on the render device, one row a video.
+
+    Computed once per block (matrix powers, padding, the patch path), then sliced chunk by chunk.
+    """
+
+    geometry: torch.Tensor | None  # (n,T,3,3) moving, (n,1,3,3) still view, None = the source itself
+    padding: str
+    colours: torch.Tensor | None  # (n,T,4,4) colour maps, None = unchanged
+    partners: torch.Tensor | None = None  # (n,) index of the image each video pastes a patch of
+    patch_path: torch.Tensor | None = None  # (n,T,3,3) the patch's content translated with its box
+    patch_centre: torch.Tensor | None = None  # (n,T,2) box centres
+    patch_half: torch.Tensor | None = None  # (n,2) box half-sizes
+
+    def rows(self, lo: int, hi: int) -> Sampling:
+        return Sampling(*(v[lo:hi] if isinstance(v, torch.Tensor) else v for v in vars(self).values()))
 
 
 CHUNK_PIXELS = 2 ** 19
@@ -189,39 +215,65 @@ class PseudoMotionGenerator:
         # The frames view the central (1 - 2·margin) of the source, so motion reveals real content.
         view = scale3(torch.tensor([1 - 2 * self.spec.margin]))
         same_size = (h, w) == (size, size) and self.spec.margin == 0
-        render = self._composed if self.spec.mode == "composed" else self._recursive
         step = chunk_size(frames, size, images.device)
         for block, motion in blocks:
             motion.geo_init = view @ motion.geo_init
-            partner = self._paste_partners(motion, block, b, g)
+            plan = self._plan(motion, same_size, b, block, g, images.device)
             for lo in range(0, motion.n, step):
                 hi = min(lo + step, motion.n)
                 rows = slice(block.start + lo, block.start + hi)
-                m = motion.rows(lo, hi)
-                render(images[rows], m, same_size, out[rows])
-                if partner is not None:
-                    self._paste(out[rows], images[partner[lo:hi].to(images.device)], m)
+                if self.spec.mode == "composed":
+                    self._composed(images[rows], plan.rows(lo, hi), out[rows])
+                else:
+                    self._recursive(images[rows], motion.rows(lo, hi), out[rows])
+                if plan.partners is not None:
+                    self._paste(out[rows], images, plan.rows(lo, hi))
         mix_videos_(out, self.spec.augment, g, step)
         return out, choice
 
-    def _composed(self, images: torch.Tensor, m: Motion, same_size: bool, out: torch.Tensor) -> None:
-        """Every frame sampled once from the source through M0·S^t, coloured by P^t·P0, into out."""
-        dev, size, frames = images.device, self.spec.size, self.spec.frames
-        recolour = not bool(is_identity(m.color_init).all() and is_identity(m.color_step).all())
-        colours = matrix_powers(m.color_init, m.color_step, frames).to(dev) if recolour else None
-        if bool(is_identity(m.geo_step).all()):  # still geometry: the source is resampled at most once
-            if not (same_size and bool(is_identity(m.geo_init).all())):
-                images = warp(images, m.geo_init[:, None].to(dev), size)
-            if recolour:
-                color_frames(images, colours, out).clamp_(0, 1)
-            else:
-                out.copy_(images.unsqueeze(2).expand_as(out))
-            return
-        out.copy_(warp(images, matrix_powers(m.geo_init, m.geo_step, frames).to(dev), size).view_as(out))
-        if recolour:
-            out.copy_(apply_color(out, colours).clamp_(0, 1))
+    def _plan(self, m: Motion, same_size: bool, b: int, block: slice, g: torch.Generator,
+              dev: torch.device) -> Sampling:
+        """The sampling of one block: M0·S^t (or the still view M0), P^t·P0, and the pasted patch's path."""
+        frames = self.spec.frames
+        geometry = None
+        if not bool(is_identity(m.geo_step).all()):
+            geometry = matrix_powers(m.geo_init, m.geo_step, frames)
+        elif not (same_size and bool(is_identity(m.geo_init).all())):
+            geometry = m.geo_init[:, None]
+        padding = border_padding(geometry) if geometry is not None else "border"
+        colours = None
+        if not bool(is_identity(m.color_init).all() and is_identity(m.color_step).all()):
+            colours = matrix_powers(m.color_init, m.color_step, frames).to(dev)
+        plan = Sampling(geometry.to(dev) if geometry is not None else None, padding, colours)
+        if bool((m.paste_size > 0).any()):
+            # Another image of the batch, never oneself; the patch content travels with its box:
+            # frame t samples the partner at x - shift_t.
+            own = torch.arange(block.start, block.stop)
+            plan.partners = ((own + 1 + torch.randint(0, max(b - 1, 1), (m.n,), generator=g)) % b).to(dev)
+            shift = torch.arange(frames, dtype=torch.float32)[None, :, None] * m.paste_step[:, None, :]  # (n,T,2)
+            path = torch.eye(3).repeat(m.n, frames, 1, 1)
+            path[..., :2, 2] = -shift
+            plan.patch_path = path.to(dev)
+            plan.patch_centre = (m.paste_start[:, None, :] + shift).to(dev)
+            plan.patch_half = m.paste_size.to(dev)
+        return plan
 
-    def _recursive(self, images: torch.Tensor, m: Motion, same_size: bool, out: torch.Tensor) -> None:
+    def _composed(self, images: torch.Tensor, plan: Sampling, out: torch.Tensor) -> None:
+        """Every frame sampled once from the source through M0·S^t, coloured by P^t·P0, into out."""
+        size = self.spec.size
+        if plan.geometry is not None and plan.geometry.shape[1] > 1:  # moving geometry
+            out.copy_(warp(images, plan.geometry, size, plan.padding).view_as(out))
+            if plan.colours is not None:
+                out.copy_(apply_color(out, plan.colours).clamp_(0, 1))
+            return
+        if plan.geometry is not None:  # still geometry: the source is resampled once
+            images = warp(images, plan.geometry, size, plan.padding)
+        if plan.colours is not None:
+            color_frames(images, plan.colours, out).clamp_(0, 1)
+        else:
+            out.copy_(images.unsqueeze(2).expand_as(out))
+
+    def _recursive(self, images: torch.Tensor, m: Motion, out: torch.Tensor) -> None:
         """The literal recursion: frame t+1 resampled (and recoloured) from frame t, into out."""
         dev, size, frames = images.device, self.spec.size, self.spec.frames
         grid0 = warp_grid(m.geo_init[:, None].to(dev), size)
@@ -235,28 +287,13 @@ class PseudoMotionGenerator:
             frame = apply_color(frame[:, :, None], color_step).clamp(0, 1)[:, :, 0]
             out[:, :, t] = frame
 
-    @staticmethod
-    def _paste_partners(m: Motion, block: slice, b: int, g: torch.Generator) -> torch.Tensor | None:
-        """For a block whose motion pastes a patch: the other image of the batch each video takes it from."""
-        if not bool((m.paste_size > 0).any()):
-            return None
-        own = torch.arange(block.start, block.stop)
-        return (own + 1 + torch.randint(0, max(b - 1, 1), (m.n,), generator=g)) % b  # never oneself
-
-    def _paste(self, videos: torch.Tensor, partners: torch.Tensor, m: Motion) -> None:
+    def _paste(self, videos: torch.Tensor, images: torch.Tensor, plan: Sampling) -> None:
         """Paste, in place, the moving patch of each video's partner image.
 
         A pasted patch is an overlay, not a resampling chain, so it is drawn from the source in both modes.
         """
-        dev, size, frames = videos.device, self.spec.size, self.spec.frames
-        t = torch.arange(frames, dtype=torch.float32)
-        shift = t[None, :, None] * m.paste_step[:, None, :]  # (n,T,2) displacement of the patch
-        centre = (m.paste_start[:, None, :] + shift).to(dev)
-        # The patch content travels with its box: frame t samples the partner at x - shift_t.
-        mats = torch.eye(3).repeat(m.n, frames, 1, 1)
-        mats[..., :2, 2] = -shift
-        patch = warp(partners, mats.to(dev), size).view_as(videos)
-        mask = box_mask(centre, m.paste_size.to(dev), size) > 0
+        patch = warp(images[plan.partners], plan.patch_path, self.spec.size).view_as(videos)
+        mask = box_mask(plan.patch_centre, plan.patch_half, self.spec.size) > 0
         torch.where(mask, patch, videos, out=videos)
 
 

@@ -52,10 +52,13 @@ class Motion:
                                          "paste_size", "paste_start", "paste_step")
 
     def __post_init__(self) -> None:
-        eye3, eye4, z2 = torch.eye(3).expand(self.n, 3, 3), torch.eye(4).expand(self.n, 4, 4), torch.zeros(self.n, 2)
-        for name, default in zip(self.FIELDS, (eye3, eye3, eye4, eye4, z2, z2, z2)):
+        for name in self.FIELDS:
             if getattr(self, name) is None:
-                setattr(self, name, default.clone())
+                if name.startswith(("geo", "color")):
+                    default = torch.eye(3 if name.startswith("geo") else 4).repeat(self.n, 1, 1)
+                else:
+                    default = torch.zeros(self.n, 2)
+                setattr(self, name, default)
 
     def rows(self, start: int, stop: int) -> Motion:
         """The motions of videos start..stop-1."""
