@@ -4,7 +4,8 @@ Per video one transform is drawn from the set (by weight) and one strength from 
 the recursion I_{t+1} = f(I_t; θ) unrolled. In ``composed`` mode frame t samples the source once through
 the t-th power of the step (no blur build-up); in ``recursive`` mode frames are resampled one after the
 other, as the paper literally describes. Video-level Mixup / VideoMix then mix two videos of the batch.
-All pixel work is batched torch (`grid_sample` over every video and frame at once).
+All pixel work is batched torch: one `grid_sample` over every frame of a group of videos (a whole block of
+one transform on CUDA, a few videos at a time on CPU, where it keeps the work in cache).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class Sampling:
     patch_path: torch.Tensor | None = None  # (n,T,3,3) the patch's content translated with its box
     patch_centre: torch.Tensor | None = None  # (n,T,2) box centres
     patch_half: torch.Tensor | None = None  # (n,2) box half-sizes
+    patch_padding: str = "reflection"
 
     def rows(self, lo: int, hi: int) -> Sampling:
         return Sampling(*(v[lo:hi] if isinstance(v, torch.Tensor) else v for v in vars(self).values()))
@@ -253,7 +255,7 @@ class PseudoMotionGenerator:
             shift = torch.arange(frames, dtype=torch.float32)[None, :, None] * m.paste_step[:, None, :]  # (n,T,2)
             path = torch.eye(3).repeat(m.n, frames, 1, 1)
             path[..., :2, 2] = -shift
-            plan.patch_path = path.to(dev)
+            plan.patch_path, plan.patch_padding = path.to(dev), border_padding(path)
             plan.patch_centre = (m.paste_start[:, None, :] + shift).to(dev)
             plan.patch_half = m.paste_size.to(dev)
         return plan
@@ -292,7 +294,7 @@ class PseudoMotionGenerator:
 
         A pasted patch is an overlay, not a resampling chain, so it is drawn from the source in both modes.
         """
-        patch = warp(images[plan.partners], plan.patch_path, self.spec.size).view_as(videos)
+        patch = warp(images[plan.partners], plan.patch_path, self.spec.size, plan.patch_padding).view_as(videos)
         mask = box_mask(plan.patch_centre, plan.patch_half, self.spec.size) > 0
         torch.where(mask, patch, videos, out=videos)
 
