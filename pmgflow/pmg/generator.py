@@ -10,7 +10,7 @@ one transform on CUDA, a few videos at a time on CPU, where it keeps the work in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -90,9 +90,9 @@ def box_mask(centre: torch.Tensor, half: torch.Tensor, size: int) -> torch.Tenso
     return (inside_y[..., :, None] & inside_x[..., None, :]).float().unsqueeze(1)
 
 
-def sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear resampling with reflection at the borders (no black borders creep in)."""
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+def sample(images: torch.Tensor, grid: torch.Tensor, padding: str = "reflection") -> torch.Tensor:
+    """Bilinear resampling, reflected at the borders (no black borders creep in) unless `padding` says otherwise."""
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 _CORNERS = torch.tensor([[-1.0, 1.0, 1.0, -1.0], [-1.0, -1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
@@ -116,8 +116,7 @@ def warp(images: torch.Tensor, mats: torch.Tensor, size: int, padding: str | Non
 
     Equal to `sample(images, warp_grid(mats, size))`, about 20 % faster on CPU where `border_padding` allows.
     """
-    padding = padding or border_padding(mats)
-    return F.grid_sample(images, warp_grid(mats, size), mode="bilinear", padding_mode=padding, align_corners=False)
+    return sample(images, warp_grid(mats, size), padding or border_padding(mats))
 
 
 @dataclass
@@ -137,7 +136,9 @@ class Sampling:
     patch_padding: str = "reflection"
 
     def rows(self, lo: int, hi: int) -> Sampling:
-        return Sampling(*(v[lo:hi] if isinstance(v, torch.Tensor) else v for v in vars(self).values()))
+        """The sampling of videos lo..hi-1."""
+        return replace(self, **{f.name: v[lo:hi] for f in fields(self)
+                                if isinstance(v := getattr(self, f.name), torch.Tensor)})
 
 
 CHUNK_PIXELS = 2 ** 19
@@ -223,28 +224,30 @@ class PseudoMotionGenerator:
             plan = self._plan(motion, same_size, b, block, g, images.device)
             for lo in range(0, motion.n, step):
                 hi = min(lo + step, motion.n)
-                rows = slice(block.start + lo, block.start + hi)
+                rows, part = slice(block.start + lo, block.start + hi), plan.rows(lo, hi)
                 if self.spec.mode == "composed":
-                    self._composed(images[rows], plan.rows(lo, hi), out[rows])
+                    self._composed(images[rows], part, out[rows])
                 else:
                     self._recursive(images[rows], motion.rows(lo, hi), out[rows])
-                if plan.partners is not None:
-                    self._paste(out[rows], images, plan.rows(lo, hi))
+                if part.partners is not None:
+                    self._paste(out[rows], images, part)
         mix_videos_(out, self.spec.augment, g, step)
         return out, choice
 
     def _plan(self, m: Motion, same_size: bool, b: int, block: slice, g: torch.Generator,
               dev: torch.device) -> Sampling:
-        """The sampling of one block: M0·S^t (or the still view M0), P^t·P0, and the pasted patch's path."""
-        frames = self.spec.frames
-        geometry = None
-        if not bool(is_identity(m.geo_step).all()):
+        """The sampling of one block: M0·S^t (or the still view M0), P^t·P0, and the pasted patch's path.
+
+        Recursive mode steps frame by frame from the motion itself: it needs only the patch.
+        """
+        frames, composed = self.spec.frames, self.spec.mode == "composed"
+        geometry = colours = None
+        if composed and not bool(is_identity(m.geo_step).all()):
             geometry = matrix_powers(m.geo_init, m.geo_step, frames)
-        elif not (same_size and bool(is_identity(m.geo_init).all())):
+        elif composed and not (same_size and bool(is_identity(m.geo_init).all())):
             geometry = m.geo_init[:, None]
         padding = border_padding(geometry) if geometry is not None else "border"
-        colours = None
-        if not bool(is_identity(m.color_init).all() and is_identity(m.color_step).all()):
+        if composed and not bool(is_identity(m.color_init).all() and is_identity(m.color_step).all()):
             colours = matrix_powers(m.color_init, m.color_step, frames).to(dev)
         plan = Sampling(geometry.to(dev) if geometry is not None else None, padding, colours)
         if bool((m.paste_size > 0).any()):

@@ -16,7 +16,7 @@ or literally frame after frame (``recursive``). Adding a transform = one class h
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Annotated, ClassVar
 
 import torch
@@ -48,21 +48,17 @@ class Motion:
     paste_start: torch.Tensor = field(default=None)  # (n,2) box centre in frame 0
     paste_step: torch.Tensor = field(default=None)  # (n,2) box velocity per frame
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("geo_init", "geo_step", "color_init", "color_step",
-                                         "paste_size", "paste_start", "paste_step")
-
     def __post_init__(self) -> None:
-        for name in self.FIELDS:
-            if getattr(self, name) is None:
-                if name.startswith(("geo", "color")):
-                    default = torch.eye(3 if name.startswith("geo") else 4).repeat(self.n, 1, 1)
-                else:
-                    default = torch.zeros(self.n, 2)
-                setattr(self, name, default)
+        for f in fields(self)[1:]:
+            if getattr(self, f.name) is None:
+                kind = f.name.split("_")[0]
+                default = (torch.eye(3).repeat(self.n, 1, 1) if kind == "geo" else
+                           torch.eye(4).repeat(self.n, 1, 1) if kind == "color" else torch.zeros(self.n, 2))
+                setattr(self, f.name, default)
 
     def rows(self, start: int, stop: int) -> Motion:
         """The motions of videos start..stop-1."""
-        return Motion(stop - start, **{name: getattr(self, name)[start:stop] for name in self.FIELDS})
+        return Motion(stop - start, **{f.name: getattr(self, f.name)[start:stop] for f in fields(self)[1:]})
 
 
 def uniform(rng: Range, n: int, g: torch.Generator | None) -> torch.Tensor:
