@@ -35,8 +35,7 @@ STRONG = [{"name": "zoom", "params": {"step": [1.03, 1.08]}},
 # (c) uses STRONG: pmgflow's default ranges move content by under a pixel per frame at 32x32 (kept as pmg_default).
 CONDITIONS = {"scratch": None, "static": ["identity"], "pmg": STRONG, "pmg_default": ["zoom", "affine"]}
 LABELS = {"scratch": "(a) scratch", "static": "(b) static videos (Identity)",
-          "pmg": "(c) PMG Zoom+Affine, Mixup, ~1 px/frame steps",
-          "pmg_default": "(c0) PMG Zoom+Affine, Mixup, default ranges"}
+          "pmg": "(c) PMG Zoom+Affine, ~1 px/frame steps", "pmg_default": "(c0) PMG Zoom+Affine, default ranges"}
 
 
 def pretrain_spec(transforms: list[str], args, seed: int) -> PretrainSpec:
@@ -111,7 +110,7 @@ def main() -> None:
         for regime in regimes:
             vals = scores[(cond, regime)]
             cells.append(f"{statistics.median(vals):.1f} ({', '.join(f'{v:.1f}' for v in vals)})")
-        label = LABELS[cond] if args.augment == "mixup" else LABELS[cond].replace("Mixup", f"augment {args.augment}")
+        label = LABELS[cond] + (f", augment {args.augment}" if cond.startswith("pmg") else "")
         print(f"| {label} | " + " | ".join(cells) + " |")
     (args.root / f"science-{'-'.join(args.conditions)}.json").write_text(json.dumps({f"{c}|{r}": v for (c, r), v in scores.items()}, indent=1))
 
