@@ -19,6 +19,7 @@ or, faster on 2 cores, two processes side by side, then one that finds every run
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import time
@@ -39,7 +40,8 @@ LABELS = {"scratch": "(a) scratch", "static": "(b) static videos (Identity)",
 
 
 def pretrain_spec(transforms: list[str], args, seed: int) -> PretrainSpec:
-    augment = {"kind": args.augment} if transforms != ["identity"] else {"kind": "none"}
+    augment = ({"kind": args.augment, "prob": args.mix_prob, "alpha": args.mix_alpha}
+               if transforms != ["identity"] and args.augment != "none" else {"kind": "none"})
     return PretrainSpec.model_validate({
         "epochs": args.pretrain_epochs, "batch_size": 64, "blr": args.pretrain_blr, "warmup_epochs": 2,
         "seed": seed, "threads": args.threads, "model": {"preset": "tiny"}, "mask_ratio": args.mask_ratio,
@@ -68,6 +70,8 @@ def main() -> None:
     ap.add_argument("--mask-ratio", type=float, default=0.75, help="the paper's; VideoMAE on K400 uses 0.9")
     ap.add_argument("--augment", choices=["mixup", "videomix", "none"], default="mixup",
                     help="video-level augmentation of the PMG conditions (the paper's best: mixup)")
+    ap.add_argument("--mix-prob", type=float, default=1.0, help="share of the PMG videos that --augment mixes")
+    ap.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(alpha, alpha) draws the mixing ratio")
     ap.add_argument("--images", type=int, default=4096)
     ap.add_argument("--categories", type=int, default=64)
     ap.add_argument("--finetune-epochs", type=int, default=30,
@@ -110,9 +114,21 @@ def main() -> None:
         for regime in regimes:
             vals = scores[(cond, regime)]
             cells.append(f"{statistics.median(vals):.1f} ({', '.join(f'{v:.1f}' for v in vals)})")
-        label = LABELS[cond] + (f", augment {args.augment}" if cond.startswith("pmg") else "")
+        label = LABELS[cond] + (f", {augment_label(args)}" if cond.startswith("pmg") else "")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    (args.root / f"science-{'-'.join(args.conditions)}.json").write_text(json.dumps({f"{c}|{r}": v for (c, r), v in scores.items()}, indent=1))
+    # One summary per set of options (seeds, threads and root aside), so a check with other options keeps its own.
+    options = {k: v for k, v in sorted(vars(args).items()) if k not in ("seeds", "threads", "root", "conditions")}
+    tag = hashlib.sha256(json.dumps(options, default=str).encode()).hexdigest()[:8]
+    summary = {"options": options, "scores": {f"{c}|{r}": v for (c, r), v in scores.items()}}
+    (args.root / f"science-{'-'.join(args.conditions)}-{tag}.json").write_text(json.dumps(summary, indent=1))
+
+
+def augment_label(args) -> str:
+    if args.augment == "none":
+        return "no video-level augmentation"
+    mixed = "" if args.mix_prob == 1 else f" on {args.mix_prob:.0%} of the videos"
+    alpha = "" if args.mix_alpha == 1 else f", Beta({args.mix_alpha:g}, {args.mix_alpha:g})"
+    return f"{args.augment}{mixed}{alpha}"
 
 
 if __name__ == "__main__":
