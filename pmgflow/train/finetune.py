@@ -85,6 +85,12 @@ def finetune(spec: FinetuneSpec, *, root: Path | None = None, on_epoch: EpochCal
     run = RunDir.for_spec("finetune", spec, root)
     if (done := run.result()) is not None:
         return done
+    with run.claimed() as done:
+        return done if done is not None else _finetune_run(run, spec, on_epoch, progress)
+
+
+def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | None,
+                  progress: StepProgress | None) -> dict[str, Any]:
     configure_threads(spec.threads)
     device = resolve_device(spec.device)
     train_index, test_index = index_dataset(spec.dataset, "train"), index_dataset(spec.dataset, "test")

@@ -8,7 +8,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from filelock import FileLock, Timeout
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
+from pmgflow.console import console
 from pmgflow.errors import PmgflowError
 from pmgflow.model.checkpoints import checkpoint_state, load_checkpoint, save_checkpoint
 from pmgflow.paths import runs_dir
@@ -119,6 +121,25 @@ class RunDir:
     def result(self) -> dict[str, Any] | None:
         """The finished run's result, or None if it has not finished."""
         return json.loads(self.result_path.read_text()) if self.result_path.is_file() else None
+
+    @contextlib.contextmanager
+    def claimed(self) -> Iterator[dict[str, Any] | None]:
+        """Hold the run's lock, so that two processes given one spec do not both train it. Yields the result if
+        the process that held the lock finished the run meanwhile (None: this process runs it).
+
+        If another process holds the lock, this one says so and waits; a process that dies frees it.
+        """
+        lock = FileLock(self.path / ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            console.print(f"{self.path}: another process is running this spec; waiting for it to finish or stop",
+                          highlight=False, soft_wrap=True)
+            lock.acquire()
+        try:
+            yield self.result()
+        finally:
+            lock.release()
 
     def resume(self, model: torch.nn.Module, optimizer) -> int:
         """Load last.pt if present; returns the first epoch still to run (0 for a fresh run)."""

@@ -73,6 +73,14 @@ def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCal
     run = RunDir.for_spec("pretrain", spec, root)
     if (done := run.result()) is not None:
         return done
+    if distributed_context()[1] > 1:  # the ranks of one job share its run directory: no lock among them
+        return _pretrain_run(run, spec, on_epoch, progress, bank, device)
+    with run.claimed() as done:
+        return done if done is not None else _pretrain_run(run, spec, on_epoch, progress, bank, device)
+
+
+def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | None, progress: StepProgress | None,
+                  bank: ImageBank | None, device: torch.device | None) -> dict[str, Any]:
     rank, world = distributed_context()
     if spec.batch_size % (world * spec.accum_steps):
         raise PmgflowError(f"batch_size {spec.batch_size} is not divisible by {world} ranks x "
