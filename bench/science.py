@@ -26,6 +26,7 @@ import hashlib
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pmgflow.spec.train import FinetuneSpec, PretrainSpec
@@ -36,24 +37,33 @@ from pmgflow.train.pretrain import pretrain
 STRONG = [{"name": "zoom", "params": {"step": [1.03, 1.08]}},
           {"name": "affine", "params": {"rotate": [-5, 5], "translate": [-0.04, 0.04], "scale": [0.97, 1.03],
                                         "shear": [-3, 3]}}]
+
+
+@dataclass(frozen=True)
+class Condition:
+    label: str
+    transforms: list | None  # None: no pre-training (scratch)
+    mixes: bool = False  # whether --augment (video-level mixing) applies to its pre-training videos
+
+
 # (c) uses STRONG: pmgflow's default ranges move content by under a pixel per frame at 32x32 (kept as pmg_default).
-# (c') is (c) without video-level augmentation, whatever --augment says.
-CONDITIONS = {"scratch": None, "static": ["identity"], "pmg": STRONG, "pmg_nomix": STRONG,
-              "pmg_default": ["zoom", "affine"]}
-LABELS = {"scratch": "(a) scratch", "static": "(b) static videos (Identity)",
-          "pmg": "(c) PMG Zoom+Affine, ~1 px/frame steps", "pmg_nomix": "(c') PMG Zoom+Affine, ~1 px/frame steps",
-          "pmg_default": "(c0) PMG Zoom+Affine, default ranges"}
+CONDITIONS = {
+    "scratch": Condition("(a) scratch", None),
+    "static": Condition("(b) static videos (Identity)", ["identity"]),
+    "pmg": Condition("(c) PMG Zoom+Affine, ~1 px/frame steps", STRONG, mixes=True),
+    "pmg_nomix": Condition("(c') PMG Zoom+Affine, ~1 px/frame steps, no video-level augmentation", STRONG),
+    "pmg_default": Condition("(c0) PMG Zoom+Affine, default ranges", ["zoom", "affine"], mixes=True),
+}
 
 
 def pretrain_spec(cond: str, args, seed: int) -> PretrainSpec:
-    transforms = CONDITIONS[cond]
-    mixes = cond.startswith("pmg") and cond != "pmg_nomix" and args.augment != "none"
+    mixes = CONDITIONS[cond].mixes and args.augment != "none"
     augment = {"kind": args.augment, "prob": args.mix_prob, "alpha": args.mix_alpha} if mixes else {"kind": "none"}
     return PretrainSpec.model_validate({
         "epochs": args.pretrain_epochs, "batch_size": 64, "blr": args.pretrain_blr, "warmup_epochs": 2,
         "seed": seed, "threads": args.threads, "model": {"preset": "tiny"}, "mask_ratio": args.mask_ratio,
         "source": {"kind": "fractal", "categories": args.categories, "images": args.images, "size": 64},
-        "pmg": {"transforms": transforms, "augment": augment}})
+        "pmg": {"transforms": CONDITIONS[cond].transforms, "augment": augment}})
 
 
 CLASSES, TRAIN_PER_CLASS, BATCH = 10, 100, 32
@@ -116,9 +126,8 @@ def main() -> None:
     seeds = [s for s in range(args.seeds) if args.only_seed is None or s in args.only_seed]
     for seed in seeds:
         for cond in args.conditions:
-            transforms = CONDITIONS[cond]
             init = None
-            if transforms is not None:
+            if CONDITIONS[cond].transforms is not None:
                 pre = pretrain(pretrain_spec(cond, args, seed if args.pretrain_per_seed else 0), root=args.root)
                 init = pre["checkpoint"]
                 print(f"[{time.time() - start:6.0f}s] pretrain {cond}: loss {pre['pretrain_loss']:.4f} "
@@ -136,8 +145,8 @@ def main() -> None:
         for regime in regimes:
             vals = list(scores[(cond, regime)].values())
             cells.append(f"{statistics.median(vals):.1f} ({', '.join(f'{v:.1f}' for v in vals)})")
-        mix = "no video-level augmentation" if cond == "pmg_nomix" else augment_label(args)
-        label = LABELS[cond] + (f", {mix}" if cond.startswith("pmg") else "")
+        c = CONDITIONS[cond]
+        label = c.label + (f", {augment_label(args)}" if c.mixes else "")
         print(f"| {label} | " + " | ".join(cells) + " |")
     # One summary per set of options (seeds, conditions, regimes, threads and root aside), so that a check with
     # other options keeps its own; runs of other seeds or conditions with the same options are merged into it.
@@ -150,6 +159,7 @@ def main() -> None:
         summary["top1"].setdefault(f"{cond}|{regime}", {}).update({str(k): v for k, v in by_seed.items()})
     path.write_text(json.dumps(summary, indent=1, default=str))
     print(f"summary: {path}")
+
 
 def augment_label(args) -> str:
     if args.augment == "none":

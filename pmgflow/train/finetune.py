@@ -83,10 +83,7 @@ def finetune(spec: FinetuneSpec, *, root: Path | None = None, on_epoch: EpochCal
              progress: StepProgress | None = None) -> dict[str, Any]:
     """Fine-tune (or resume, or return the finished result of) the run of `spec`; returns its result dict."""
     run = RunDir.for_spec("finetune", spec, root)
-    if (done := run.result()) is not None:
-        return done
-    with run.claimed() as done:
-        return done if done is not None else _finetune_run(run, spec, on_epoch, progress)
+    return run.run_once(lambda: _finetune_run(run, spec, on_epoch, progress))
 
 
 def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | None,

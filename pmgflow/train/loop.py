@@ -8,7 +8,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,24 +122,29 @@ class RunDir:
         """The finished run's result, or None if it has not finished."""
         return json.loads(self.result_path.read_text()) if self.result_path.is_file() else None
 
-    @contextlib.contextmanager
-    def claimed(self) -> Iterator[dict[str, Any] | None]:
-        """Hold the run's lock, so that two processes given one spec do not both train it. Yields the result if
-        the process that held the lock finished the run meanwhile (None: this process runs it).
+    def run_once(self, train: Callable[[], dict[str, Any]], *, lock: bool = True) -> dict[str, Any]:
+        """The run's result: the finished one if there is one, else what `train()` returns.
 
-        If another process holds the lock, this one says so and waits; a process that dies frees it.
+        With `lock`, the run's lock is held while training, so that two processes given one spec do not both
+        train it: if another process holds it, this one says so, waits, and reuses that process's result if it
+        finished (a process that dies frees the lock, and this one resumes the run from its last epoch).
         """
-        lock = FileLock(self.path / ".lock")
+        if (done := self.result()) is not None:
+            return done
+        if not lock:
+            return train()
+        held = FileLock(self.path / ".lock")
         try:
-            lock.acquire(timeout=0)
+            held.acquire(timeout=0)
         except Timeout:
             console.print(f"{self.path}: another process is running this spec; waiting for it to finish or stop",
                           highlight=False, soft_wrap=True)
-            lock.acquire()
+            held.acquire()
         try:
-            yield self.result()
+            done = self.result()
+            return done if done is not None else train()
         finally:
-            lock.release()
+            held.release()
 
     def resume(self, model: torch.nn.Module, optimizer) -> int:
         """Load last.pt if present; returns the first epoch still to run (0 for a fresh run)."""

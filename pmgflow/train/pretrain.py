@@ -71,12 +71,9 @@ def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCal
     `batch_size` is the total over ranks, each rank generates its own share of the batch, rank 0 writes.
     """
     run = RunDir.for_spec("pretrain", spec, root)
-    if (done := run.result()) is not None:
-        return done
-    if distributed_context()[1] > 1:  # the ranks of one job share its run directory: no lock among them
-        return _pretrain_run(run, spec, on_epoch, progress, bank, device)
-    with run.claimed() as done:
-        return done if done is not None else _pretrain_run(run, spec, on_epoch, progress, bank, device)
+    # The ranks of one distributed job share its run directory: no lock among them.
+    return run.run_once(lambda: _pretrain_run(run, spec, on_epoch, progress, bank, device),
+                        lock=distributed_context()[1] == 1)
 
 
 def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | None, progress: StepProgress | None,
