@@ -1,7 +1,9 @@
 """Video decoding (decord or PyAV) and h264 writing; every failure is a DataError that names the file.
 
-A video is decoded once, whole, into a uint8 (T, H, W, 3) array: random-access clip reads are slow with both
-libraries, a sequential decode is fast, so clips are sampled from memory later (see :mod:`pmgflow.data.video`).
+Two ways in: :func:`read_video` decodes a whole file (fast per frame: small datasets are decoded once and kept),
+and :class:`VideoReader` reads only the frames a clip needs (decord ``get_batch``, PyAV seek to the keyframe
+before them): what paper-scale datasets use, in DataLoader workers. Random access is cheap when keyframes are
+close together, which is what ``pmgflow data prepare`` (h264, short keyframe interval) gives.
 """
 
 from __future__ import annotations
@@ -110,6 +112,22 @@ def read_video(path: str | Path, *, size: int | None = None, backend: str = "aut
     decord cannot read Theora .ogv or GIF). A missing, empty, corrupt or unreadable file raises DataError.
     """
     path = Path(path)
+    order = _backend_order(backend)
+    if not path.is_file():
+        raise DataError(f"{path}: video file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: cannot read video (empty file)")
+    reasons = []
+    for name in order:
+        try:
+            return _BACKENDS[name](path, size)
+        except Exception as exc:  # each library raises its own types; all mean "this backend cannot read it"
+            reasons.append(f"{name}: {_reason(exc)}")
+    raise DataError(f"{path}: cannot read video ({'; '.join(reasons)})")
+
+
+def _backend_order(backend: str) -> list[str]:
+    """The backends to try, in order, for `backend` ("auto", "decord" or "pyav")."""
     installed = available_backends()
     if backend == "auto":
         order = installed
@@ -122,17 +140,147 @@ def read_video(path: str | Path, *, size: int | None = None, backend: str = "aut
         raise DataError(f"unknown video backend {backend!r}; expected 'auto' or one of {', '.join(_BACKENDS)}")
     if not order:
         raise DataError("no video backend installed: pip install av (or decord on x86_64)")
-    if not path.is_file():
-        raise DataError(f"{path}: video file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: cannot read video (empty file)")
-    reasons = []
-    for name in order:
-        try:
-            return _BACKENDS[name](path, size)
-        except Exception as exc:  # each library raises its own types; all mean "this backend cannot read it"
-            reasons.append(f"{name}: {_reason(exc)}")
-    raise DataError(f"{path}: cannot read video ({'; '.join(reasons)})")
+    return order
+
+
+class _DecordFrames:
+    """Random access through decord (it seeks to the keyframe before each run of frames)."""
+
+    def __init__(self, path: Path):
+        import decord
+
+        self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        self.length = len(self._reader)
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        frames = self._reader.get_batch(indices).asnumpy()
+        if frames.shape[-1] != 3:
+            raise ValueError(f"decord returned {frames.shape[-1]} channels")
+        return frames
+
+    def close(self) -> None:
+        del self._reader
+
+
+class _PyAVFrames:
+    """Random access through PyAV: seek to the keyframe before the first wanted frame, decode to the last.
+
+    Frame numbers come from presentation timestamps at the stream's average rate (constant frame rate, which
+    is what the action datasets and ``pmgflow data prepare`` output have).
+    """
+
+    def __init__(self, path: Path):
+        import av
+
+        self._container = av.open(str(path))
+        if not self._container.streams.video:
+            self._container.close()
+            raise ValueError("no video stream")
+        self._stream = stream = self._container.streams.video[0]
+        stream.thread_count = 1
+        rate = stream.average_rate or stream.guessed_rate
+        self._fps = float(rate) if rate else 0.0
+        self._start = stream.start_time or 0
+        self.length = int(stream.frames or 0)
+        if self.length <= 0 and stream.duration and self._fps:
+            self.length = int(round(float(stream.duration * stream.time_base) * self._fps))
+        if self.length <= 0:  # the container records neither: count by decoding once
+            self.length = sum(1 for _ in self._container.decode(stream))
+            self._container.seek(0)
+
+    def _number(self, frame) -> int:
+        return int(round(float((frame.pts - self._start) * self._stream.time_base) * self._fps))
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        wanted, got = set(indices), {}
+        first, last = min(indices), max(indices)
+        seekable = self._fps > 0
+        if seekable:
+            target = self._start + int(first / self._fps / self._stream.time_base)
+            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+        count = 0
+        for frame in self._container.decode(self._stream):
+            n = self._number(frame) if seekable and frame.pts is not None else count
+            count += 1
+            if n in wanted:
+                got[n] = frame.to_ndarray(format="rgb24")
+            if n >= last:
+                break
+        missing = wanted - got.keys()
+        if missing:
+            raise ValueError(f"frames {sorted(missing)[:5]} not found (the file has fewer than {last + 1})")
+        return np.stack([got[i] for i in indices])
+
+    def close(self) -> None:
+        self._container.close()
+
+
+_READERS = {"decord": _DecordFrames, "pyav": _PyAVFrames}
+
+
+class VideoReader:
+    """Random access to one video's frames: ``len(reader)`` frames, ``reader.read(indices)`` decodes just those.
+
+    Frames come back uint8 (n, H, W, 3), the short side resized to `size` when given (the same filter as
+    :func:`read_video`, so a clip read here equals the same frames of a whole decode). With backend "auto",
+    decord is tried first and PyAV takes over when decord cannot open or read the file. Failures raise
+    DataError naming the file.
+    """
+
+    def __init__(self, path: str | Path, *, size: int | None = None, backend: str = "auto"):
+        self.path, self.size = Path(path), size
+        self._order = _backend_order(backend)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: video file not found")
+        if self.path.stat().st_size == 0:
+            raise DataError(f"{self.path}: cannot read video (empty file)")
+        self._reasons: list[str] = []
+        self._impl = self._open_next()
+
+    def _open_next(self):
+        while self._order:
+            name = self._order.pop(0)
+            try:
+                impl = _READERS[name](self.path)
+                if impl.length <= 0:
+                    raise ValueError("no video frames (empty or truncated file)")
+                self._name = name
+                return impl
+            except Exception as exc:  # each library raises its own types; all mean "this backend cannot read it"
+                self._reasons.append(f"{name}: {_reason(exc)}")
+        raise DataError(f"{self.path}: cannot read video ({'; '.join(self._reasons)})")
+
+    def __len__(self) -> int:
+        return self._impl.length
+
+    def read(self, indices) -> np.ndarray:
+        """uint8 (len(indices), H, W, 3): the frames at `indices` (any order, repeats allowed)."""
+        indices = [int(i) for i in indices]
+        if not indices or min(indices) < 0 or max(indices) >= len(self):
+            raise DataError(f"{self.path}: frame indices must lie in [0, {len(self)}), got {indices[:5]}...")
+        unique = sorted(set(indices))
+        while True:
+            try:
+                frames = self._impl.read(unique)
+                break
+            except Exception as exc:
+                self._reasons.append(f"{self._name}: {_reason(exc)}")
+                self._impl.close()
+                self._impl = self._open_next()
+        if self.size is not None:
+            frames = resize_frames(frames, *short_side_shape(*frames.shape[1:3], self.size))
+        where = {t: k for k, t in enumerate(unique)}
+        return frames[[where[i] for i in indices]]
+
+    def close(self) -> None:
+        """Release the file."""
+        self._impl.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -171,11 +319,14 @@ def write_video(
     crf: int = 18,
     preset: str = "veryfast",
     threads: int = 1,
+    keyframe_interval: int | None = None,
 ) -> Path:
     """Write uint8 (T, H, W, 3) frames as an h264 (yuv420p) mp4, atomically (temporary file, then rename).
 
     yuv420p needs an even height and width. `crf` is x264's quality (0 lossless, 18 visually lossless, 23 default);
     `threads` 0 lets x264 choose (worth it for large frames; one thread is fastest for small clips).
+    `keyframe_interval` caps the frames between keyframes (x264's default is 250): a clip read then decodes at
+    most that many frames before its first one.
     """
     import av
 
@@ -194,6 +345,8 @@ def write_video(
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.options = {"crf": str(crf), "preset": preset}
+            if keyframe_interval is not None:
+                stream.options |= {"g": str(keyframe_interval), "keyint_min": str(keyframe_interval)}
             stream.thread_count = threads
             for image in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))

@@ -1,130 +1,29 @@
-"""Fine-tuning data: each video decoded once into memory (or a .npy disk cache), clips sampled from there.
+"""Fine-tuning clips: random temporal start, random resized crop and flip for training; evenly spaced segments
+times spatial crops for testing (VideoMAE's multi-view test); and the DataLoader that feeds them.
 
-Random-access clip reads from compressed files are slow (tens of clips/s); a whole-file decode is fast, so
-:class:`FrameCache` decodes every video once at a small short side and :class:`ClipDataset` cuts clips from
-the arrays: random temporal start, random resized crop and flip for training; evenly spaced segments times
-spatial crops for testing (VideoMAE's multi-view test).
+Clips come from a :class:`pmgflow.data.store.VideoSource` (videos decoded once, or streamed clip by clip): the
+same seed gives the same frames, crop and flip from either, with any number of loader workers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pmgflow.data.decode import read_video
 from pmgflow.data.layouts import VideoIndex, VideoItem, index_dataset
+from pmgflow.data.store import StreamedVideos, VideoSource
 from pmgflow.errors import DataError
-from pmgflow.spec.data import DatasetSpec
+from pmgflow.spec.data import DatasetSpec, VideoLoaderSpec
 
 log = logging.getLogger(__name__)
-
-
-class FrameCache:
-    """Decodes videos once at short side `size`; keeps them in memory, or as .npy files in `disk_dir`.
-
-    Disk entries are keyed by the video's path, modification time and byte size (and `size`), so a changed file
-    is decoded again and the next run reuses the rest (memory-mapped). An unreadable video is skipped and listed
-    in `skipped`; more than `max_bad_fraction` of a load unreadable raises DataError naming the files.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        max_bad_fraction: float = 0.05,
-        disk_dir: str | Path | None = None,
-        *,
-        backend: str = "auto",
-        workers: int = 1,
-    ):
-        self.size = size
-        self.max_bad_fraction = max_bad_fraction
-        self.disk_dir = Path(disk_dir) if disk_dir is not None else None
-        self.backend = backend
-        self.workers = workers
-        self._bad: dict[Path, str] = {}
-
-    @property
-    def skipped(self) -> list[tuple[Path, str]]:
-        """(path, reason) of every video this cache could not read, in the order met."""
-        return list(self._bad.items())
-
-    def _disk_path(self, path: Path) -> Path:
-        st = path.stat()
-        key = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{self.size}"
-        return self.disk_dir / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
-
-    def _decode(self, path: Path) -> np.ndarray | str:
-        """The frames of one video, or the reason it cannot be read."""
-        try:
-            if self.disk_dir is None:
-                return read_video(path, size=self.size, backend=self.backend)
-            if not path.is_file():
-                raise DataError(f"{path}: video file not found")
-            cached = self._disk_path(path)
-            if not cached.is_file():
-                frames = read_video(path, size=self.size, backend=self.backend)
-                self.disk_dir.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.disk_dir)
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, frames)
-                os.replace(tmp, cached)
-            return np.load(cached, mmap_mode="r")
-        except DataError as exc:
-            return str(exc).removeprefix(f"{path}: ")
-
-    def load(
-        self, items: Sequence[VideoItem | Path], progress: Callable[[int, int], None] | None = None
-    ) -> list[np.ndarray]:
-        """uint8 (T, H, W, 3) arrays of the readable items, in order (unreadable ones left out and listed)."""
-        paths = [Path(it.path if isinstance(it, VideoItem) else it) for it in items]
-        todo = [p for p in paths if p not in self._bad]
-        limit = self.max_bad_fraction * len(paths)
-        bad_here = [p for p in paths if p in self._bad]
-        frames: dict[Path, np.ndarray] = {}
-        pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
-        try:
-            results = pool.map(self._decode, todo) if pool else map(self._decode, todo)
-            for done, (path, result) in enumerate(zip(todo, results), 1):
-                if isinstance(result, str):
-                    self._bad[path] = result
-                    bad_here.append(path)
-                    if len(bad_here) > limit:
-                        self._raise_too_many(bad_here, len(paths))
-                else:
-                    frames[path] = result
-                if progress:
-                    progress(done, len(todo))
-        finally:
-            if pool:
-                pool.shutdown(cancel_futures=True)
-        if len(bad_here) > limit:
-            self._raise_too_many(bad_here, len(paths))
-        if bad_here:
-            listing = _listing(bad_here, self._bad)
-            log.warning("skipped %d unreadable video(s) of %d: %s", len(bad_here), len(paths), listing)
-        return [frames[p] for p in paths if p in frames]
-
-    def _raise_too_many(self, bad: list[Path], total: int) -> None:
-        raise DataError(
-            f"{len(bad)} of {total} videos cannot be read (more than max_bad_fraction={self.max_bad_fraction:g}): "
-            + _listing(bad, self._bad)
-        )
-
-
-def _listing(paths: list[Path], reasons: dict[Path, str], shown: int = 10) -> str:
-    text = "; ".join(f"{p} ({reasons[p]})" for p in paths[:shown])
-    return text + (f"; and {len(paths) - shown} more" if len(paths) > shown else "")
 
 
 def _view_starts(length: int, extent: int, views: int) -> list[int]:
@@ -144,18 +43,19 @@ def _resize_clip(clip: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class ClipDataset(Dataset):
-    """Clips of `frames` frames every `stride` source frames, square `size` crops, from an index and a cache.
+    """Clips of `frames` frames every `stride` source frames, square `size` crops, from a video source.
 
     Train: (3, T, size, size) float32 in [0, 1] with a random start (short videos loop), a random resized crop
     (area fraction in `scale`, aspect 3/4 to 4/3) and a random horizontal flip. Test: (segments * crops, 3, T,
     size, size), `segments` evenly spaced clips times `crops` square crops along the long side (1 = centre).
     Randomness comes from a generator per (seed, epoch, item): deterministic with any number of loader workers.
+    An item is an index, or an (index, epoch) pair (what :class:`EpochSampler` yields). A video that fails to
+    decode mid-run (streaming) is replaced by the next one, with a warning; `retries` failures in a row stop.
     """
 
     def __init__(
         self,
-        index: VideoIndex,
-        cache: FrameCache,
+        videos: VideoSource,
         *,
         frames: int,
         stride: int,
@@ -165,18 +65,17 @@ class ClipDataset(Dataset):
         crops: int = 1,
         seed: int = 0,
         scale: tuple[float, float] = (0.4, 1.0),
-        progress: Callable[[int, int], None] | None = None,
+        retries: int = 3,
     ):
         if frames < 1 or stride < 1 or size < 1 or segments < 1 or crops < 1:
             raise ValueError("frames, stride, size, segments and crops must be positive")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {scale}")
-        self.videos = cache.load(index.items, progress)
-        bad = {path for path, _ in cache.skipped}
-        self.items = [it for it in index.items if it.path not in bad]
-        self.classes = index.classes
+        self.videos = videos
+        self.items, self.classes = videos.index.items, videos.index.classes
         self.frames, self.stride, self.size, self.train = frames, stride, size, train
         self.segments, self.crops, self.seed, self.scale = segments, crops, seed, scale
+        self.retries = retries
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -187,6 +86,11 @@ class ClipDataset(Dataset):
         """The label of every clip source, in order."""
         return [it.label for it in self.items]
 
+    @property
+    def streaming(self) -> bool:
+        """True when clips are decoded on the fly (worth loader worker processes)."""
+        return isinstance(self.videos, StreamedVideos)
+
     def set_epoch(self, epoch: int) -> None:
         """Change the random draws of training clips (call once per epoch, before iterating)."""
         self.epoch = epoch
@@ -194,27 +98,51 @@ class ClipDataset(Dataset):
     def _time_indices(self, length: int, start: int) -> np.ndarray:
         return (start + np.arange(self.frames) * self.stride) % length
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        video, label = self.videos[i], self.items[i].label
-        length, height, width = video.shape[:3]
-        span = (self.frames - 1) * self.stride + 1
-        if not self.train:
-            views = []
-            side = min(height, width)
-            for t0 in _view_starts(length, span, self.segments):
-                clip = torch.from_numpy(np.ascontiguousarray(video[self._time_indices(length, t0)]))
-                for s0 in _view_starts(max(height, width), side, self.crops):
-                    crop = clip[:, s0 : s0 + side] if height > width else clip[:, :, s0 : s0 + side]
-                    views.append(_resize_clip(crop, self.size))
-            return torch.stack(views), label
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        t0 = rng.integers(0, length - span + 1) if length >= span else rng.integers(0, length)
-        clip = torch.from_numpy(np.ascontiguousarray(video[self._time_indices(length, t0)]))
-        y, x, h, w = self._random_box(rng, height, width)
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
+        for attempt in range(self.retries):
+            j = (i + attempt) % len(self.items)
+            try:
+                clip = self._clip(j, epoch) if self.train else self._views(j)
+                return clip, self.items[j].label
+            except DataError as exc:
+                log.warning("%s; using the next video instead", exc)
+                reason = exc
+        raise DataError(f"{self.retries} videos in a row could not be read, the last: {reason}")
+
+    def _views(self, i: int) -> torch.Tensor:
+        video = self.videos.open(i)
+        try:
+            length = len(video)
+            span = (self.frames - 1) * self.stride + 1
+            starts = _view_starts(length, span, self.segments)
+            clips = video.read(np.concatenate([self._time_indices(length, t0) for t0 in starts]))
+        finally:
+            video.close()
+        height, width = clips.shape[1:3]
+        side = min(height, width)
+        views = []
+        for clip in torch.from_numpy(clips).split(self.frames):
+            for s0 in _view_starts(max(height, width), side, self.crops):
+                crop = clip[:, s0 : s0 + side] if height > width else clip[:, :, s0 : s0 + side]
+                views.append(_resize_clip(crop, self.size))
+        return torch.stack(views)
+
+    def _clip(self, i: int, epoch: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, epoch, i])
+        video = self.videos.open(i)
+        try:
+            length = len(video)
+            span = (self.frames - 1) * self.stride + 1
+            t0 = rng.integers(0, length - span + 1) if length >= span else rng.integers(0, length)
+            clip = torch.from_numpy(video.read(self._time_indices(length, t0)))
+        finally:
+            video.close()
+        y, x, h, w = self._random_box(rng, *clip.shape[1:3])
         out = _resize_clip(clip[:, y : y + h, x : x + w], self.size)
         if rng.random() < 0.5:
             out = out.flip(-1)
-        return out, label
+        return out
 
     def _random_box(self, rng: np.random.Generator, height: int, width: int) -> tuple[int, int, int, int]:
         """(top, left, h, w) of a crop covering a `scale` fraction of the frame at aspect 3/4 to 4/3."""
@@ -227,6 +155,55 @@ class ClipDataset(Dataset):
                 return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
         side = min(height, width)
         return (height - side) // 2, (width - side) // 2, side, side
+
+
+class EpochSampler(Sampler):
+    """Items as (index, epoch) pairs, shuffled by (seed, epoch) or in order, `length` of them (default: all).
+
+    The epoch travels with each index, so loader workers that persist across epochs draw that epoch's clips.
+    Asking for more items than there are cycles through fresh permutations.
+    """
+
+    def __init__(self, n: int, seed: int | None = None, length: int | None = None):
+        self.n, self.seed, self.length, self.epoch = n, seed, length or n, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order (and clips) the next iteration yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.seed is None:
+            order = np.arange(self.length) % self.n
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = np.concatenate([rng.permutation(self.n) for _ in range(-(-self.length // self.n))])
+        return ((int(i), self.epoch) for i in order[: self.length])
+
+
+def loader_workers(loader: VideoLoaderSpec, streaming: bool) -> int:
+    """Worker processes: the spec's, else none for decoded frames and the CPUs given minus one when streaming."""
+    if loader.workers is not None:
+        return loader.workers
+    if not streaming:
+        return 0
+    cpus = int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
+    return max(1, cpus - 1)
+
+
+def clip_loader(data: ClipDataset, batch_size: int, loader: VideoLoaderSpec, device: torch.device, *,
+                seed: int | None = None, length: int | None = None, drop_last: bool = False) -> DataLoader:
+    """A DataLoader over `data` with an :class:`EpochSampler` (``loader.sampler.set_epoch`` before each epoch).
+
+    Workers persist across epochs and prefetch; batches are pinned for a CUDA device.
+    """
+    workers = loader_workers(loader, data.streaming)
+    sampler = EpochSampler(len(data), seed, length)
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
+                      persistent_workers=workers > 0, prefetch_factor=loader.prefetch if workers else None,
+                      pin_memory=device.type == "cuda")
 
 
 def limit_per_class(

@@ -32,8 +32,9 @@ def spec_hash(spec: BaseModel | dict, length: int = 12) -> str:
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:length]
 
 
-# Where and on how many threads a run executes does not change what it computes: not part of a run's name.
-EXECUTION_FIELDS = frozenset({"threads", "device"})
+# Where, on how many threads and with which data loader a run executes does not change what it computes: not
+# part of a run's name.
+EXECUTION_FIELDS = frozenset({"threads", "device", "loader"})
 
 
 def run_key(spec: BaseModel) -> str:

@@ -37,6 +37,29 @@ class VideoDatasetSpec(Spec):
     split: int = Field(1, ge=1, le=3, description="Official split number (UCF101, HMDB51: 1-3; Diving48: 1).")
 
 
+class VideoLoaderSpec(Spec):
+    """How videos reach training: decoded once and cached, or decoded clip by clip in loader worker processes.
+
+    None of it changes what a run computes (a clip is the same frames, crop and flip in every mode and with
+    any number of workers), so it is not part of a run's name.
+    """
+
+    cache: Literal["auto", "memory", "disk", "stream"] = Field(
+        "auto", description="auto: decode once into a disk cache (memory-mapped) when the decoded frames fit "
+        "memory_cap_gb and the cache stays under disk_cap_gb, else stream; memory: decode once, keep in RAM; "
+        "disk: decode once into the disk cache; stream: decode only each clip's frames, on the fly (paper scale).")
+    memory_cap_gb: float = Field(4.0, gt=0, description="Largest decoded dataset (train + test, GB) kept in "
+                                 "memory or mapped from the disk cache; a larger one streams (auto) or is refused.")
+    disk_cap_gb: float = Field(40.0, gt=0, description="Size cap of the decoded-frame disk cache ($PMGFLOW_CACHE/"
+                               "frames, GB, all datasets together); fits a 64 GB disk.")
+    workers: int | None = Field(None, ge=0, description="DataLoader worker processes; default: 0 for cached "
+                                "frames, the run's CPUs minus one (at least 1) when streaming.")
+    prefetch: int = Field(4, ge=1, description="Batches each worker prepares ahead.")
+    backend: Literal["auto", "decord", "pyav"] = Field("auto", description="Video decoder (auto: decord, then PyAV).")
+    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="Largest fraction of unreadable videos skipped "
+                                    "(with a warning) before the run is refused.")
+
+
 DatasetSpec = Annotated[Union[ActionsDatasetSpec, VideoDatasetSpec], Field(discriminator="kind")]
 
 

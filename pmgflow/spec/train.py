@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 
 from pmgflow.spec.base import Spec
-from pmgflow.spec.data import AbsPath, ActionsDatasetSpec, DatasetSpec, FractalSource, ImageSourceSpec
+from pmgflow.spec.data import AbsPath, ActionsDatasetSpec, DatasetSpec, FractalSource, ImageSourceSpec, VideoLoaderSpec
 from pmgflow.spec.model import ModelSpec
 from pmgflow.spec.pmg import PMGSpec
 
@@ -27,6 +27,14 @@ class OptimSpec(Spec):
     seed: int = Field(0, ge=0, description="Seed of initialization, data order and masks.")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:N.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: the CPUs given to the run.")
+    log_every: int = Field(50, ge=1, description="Read the loss back to the host every N optimizer steps (and at "
+                           "an epoch's last step) for progress and the non-finite check; between, it stays on the "
+                           "device so that a GPU step never waits for the host.")
+    fused_adamw: bool = Field(True, description="Fused AdamW kernel when the model is on CUDA (the CPU keeps "
+                              "torch's default multi-tensor AdamW).")
+    compile: bool = Field(False, description="torch.compile the training forward (checkpoints stay uncompiled). "
+                          "Off by default: on 2 CPU threads it costs more compile time than it saves "
+                          "(bench/compile_speed.py).")
 
     @model_validator(mode="after")
     def _accum_divides(self) -> "OptimSpec":
@@ -55,10 +63,14 @@ class PretrainSpec(OptimSpec):
     source: ImageSourceSpec = Field(default_factory=FractalSource, description="Where the still images come from.")
     pmg: PMGSpec = Field(default_factory=dict, description="The Pseudo Motion Generator (frames and size follow the model).")
     mask_ratio: float = Field(0.75, gt=0, lt=1, description="Tube-mask ratio (paper: 0.75; VideoMAE on K400: 0.9).")
+    decoder_mask_ratio: float = Field(0.0, ge=0, lt=1, description="VideoMAE V2 decoder masking: this fraction "
+                                      "of tokens is left out of the decoder by running-cell masking (0 = off, "
+                                      "as the paper; V2 uses 0.5); the loss covers tokens both masked and decoded.")
     norm_pix_loss: bool = Field(True, description="Regress per-patch normalized pixels (VideoMAE's target).")
     clips_per_epoch: int | None = Field(None, ge=1, description="Clips per epoch; default: one per source image.")
     crop_scale: tuple[float, float] = Field((0.35, 1.0), description="Random resized crop scale range before PMG.")
     real_mix: RealVideoMix | None = Field(None, description="Optionally mix real video clips into each batch.")
+    loader: VideoLoaderSpec = Field(default_factory=VideoLoaderSpec, description="How real_mix videos are read.")
     blr: float = Field(1.5e-4, gt=0, description="Base learning rate; lr = blr * batch_size / 256 (VideoMAE).")
 
     @model_validator(mode="before")
@@ -105,6 +117,7 @@ class FinetuneSpec(OptimSpec):
     test_segments: int = Field(2, ge=1, description="Temporal clips per test video (multi-view testing).")
     test_crops: int = Field(3, ge=1, description="Spatial crops per test clip (1 = centre, 3 = three along the long side).")
     eval_every: int = Field(0, ge=0, description="Evaluate single-view top-1 every N epochs (0 = only at the end).")
+    loader: VideoLoaderSpec = Field(default_factory=VideoLoaderSpec, description="How the videos are read.")
 
     @model_validator(mode="after")
     def _one_limit(self) -> "FinetuneSpec":

@@ -6,26 +6,30 @@ mixup/cutmix (timm's), and multi-view testing (temporal segments x spatial crops
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from timm.data import Mixup
+from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 from torch.utils.data import DataLoader
 
 from pmgflow.data.layouts import index_dataset
-from pmgflow.data.video import ClipDataset, FrameCache, limit_per_class
+from pmgflow.data.store import open_videos
+from pmgflow.data.video import ClipDataset, clip_loader, limit_per_class
 from pmgflow.errors import PmgflowError
 from pmgflow.model.checkpoints import checkpoint_state, load_checkpoint, save_checkpoint
 from pmgflow.model.videomae import load_encoder
 from pmgflow.model.vit import VideoViT
-from pmgflow.paths import cache_dir
 from pmgflow.spec.train import FinetuneSpec
 from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
                                 configure_threads, fit, resolve_device, run_steps, stream_seed)
 from pmgflow.train.pretrain import STORE_SCALE
+
+log = logging.getLogger(__name__)
 
 ENCODER_KEYS = ("img_size", "frames", "tubelet", "patch", "in_chans", "embed_dim", "depth", "num_heads",
                 "mlp_ratio", "qkv_bias")
@@ -58,25 +62,31 @@ def clip_shape(model: VideoViT) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def evaluate(model: VideoViT, data: ClipDataset, device: torch.device, batch: int = 16,
+def evaluate(model: VideoViT, loader: DataLoader, device: torch.device,
              progress: StepProgress | None = None) -> dict[str, float]:
-    """Top-1 of the centre view alone and of all views (softmax averaged), in percent."""
+    """Top-1 of the centre view alone and of all views (softmax averaged), in percent.
+
+    Counts stay on the device and are read once at the end (no host synchronisation per batch).
+    """
     model.eval()
-    segments, crops = data.segments, data.crops
-    centre = (segments // 2) * crops + crops // 2
-    single = multi = total = 0
-    for views, labels in DataLoader(data, batch_size=batch, shuffle=False):
+    data: ClipDataset = loader.dataset
+    centre = (data.segments // 2) * data.crops + data.crops // 2
+    single = torch.zeros((), dtype=torch.long, device=device)
+    multi = torch.zeros_like(single)
+    total = 0
+    for views, labels in loader:
         b, v = views.shape[:2]
         with autocast(device):
-            logits = model(views.flatten(0, 1).to(device))
+            logits = model(views.flatten(0, 1).to(device, non_blocking=True))
         probs = logits.float().softmax(-1).view(b, v, -1)
-        labels = labels.to(device)
-        single += int((probs[:, centre].argmax(-1) == labels).sum())
-        multi += int((probs.mean(1).argmax(-1) == labels).sum())
+        labels = labels.to(device, non_blocking=True)
+        single += (probs[:, centre].argmax(-1) == labels).sum()
+        multi += (probs.mean(1).argmax(-1) == labels).sum()
         total += b
         if progress:
             progress(0, info=f"testing {total}/{len(data)}")
-    return {"top1": 100 * multi / max(total, 1), "top1_single": 100 * single / max(total, 1)}
+    total = max(total, 1)
+    return {"top1": 100 * int(multi) / total, "top1_single": 100 * int(single) / total}
 
 
 def finetune(spec: FinetuneSpec, *, root: Path | None = None, on_epoch: EpochCallback | None = None,
@@ -97,10 +107,12 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
     torch.manual_seed(spec.seed)
     model, init_info = build_classifier(spec, num_classes, spec.init)
     frames, size = clip_shape(model)
-    cache = FrameCache(math.ceil(size * STORE_SCALE), disk_dir=cache_dir("frames"))
-    train_data = ClipDataset(train_index, cache, frames=frames, stride=spec.stride, size=size, train=True,
+    (train_videos, test_videos), plan = open_videos([train_index, test_index], math.ceil(size * STORE_SCALE),
+                                                    spec.loader)
+    log.info("%s", plan.describe())
+    train_data = ClipDataset(train_videos, frames=frames, stride=spec.stride, size=size, train=True,
                              seed=spec.seed, scale=tuple(spec.crop_scale))
-    test_data = ClipDataset(test_index, cache, frames=frames, stride=spec.stride, size=size, train=False,
+    test_data = ClipDataset(test_videos, frames=frames, stride=spec.stride, size=size, train=False,
                             segments=spec.test_segments, crops=spec.test_crops)
     model.to(device)
     if spec.mode == "linear":  # linear probe: only the classifier (fc_norm + head) learns
@@ -118,13 +130,15 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
     if progress:
         progress(0, total=spec.epochs * steps)
 
+    # Exactly the clips an epoch's steps consume, so no worker decodes clips that are thrown away.
+    train_loader = clip_loader(train_data, micro, spec.loader, device, seed=stream_seed(spec.seed, 1),
+                               length=steps * spec.batch_size)
+    test_loader = clip_loader(test_data, micro, spec.loader, device)
+
     def train_epoch(epoch: int) -> dict[str, float]:
         model.train()
-        train_data.set_epoch(epoch)
-        g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 1))
-        loader = DataLoader(train_data, batch_size=micro, shuffle=True, generator=g,
-                            drop_last=len(train_data) >= micro)
-        batches = iter(loader)
+        train_loader.sampler.set_epoch(epoch)
+        batches = iter(train_loader)
 
         def micro_loss(step: int, k: int) -> tuple[torch.Tensor, int]:
             videos, labels = next(batches)
@@ -135,20 +149,21 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
                 mixed, labels = mixup(videos.reshape(b, c * t, h, w), labels)
                 videos = mixed.view(b, c, t, h, w)
             elif mixup is not None:
-                labels = torch.nn.functional.one_hot(labels, num_classes).float()
+                labels = mixup_target(labels, num_classes, smoothing=spec.label_smoothing)
             with autocast(device):
                 loss = criterion(model(videos).float(), labels)
             return loss, videos.shape[0]
 
         metrics = run_steps("finetune", epoch, steps, spec, model, optimizer, scheduler, micro_loss, run, progress)
         if spec.eval_every and (epoch + 1) % spec.eval_every == 0 and epoch + 1 < spec.epochs:
-            metrics.update(evaluate(model, test_data, device, batch=micro))
+            metrics.update(evaluate(model, test_loader, device))
         return metrics
 
     history = fit(run, model, optimizer, spec.epochs, spec.seed, train_epoch, on_epoch)
-    scores = evaluate(model, test_data, device, batch=micro, progress=progress)
+    scores = evaluate(model, test_loader, device, progress=progress)
     weights = save_checkpoint(run.path / "model.pt", checkpoint_state(model, classes=train_data.classes))
-    skipped = [str(p) for p, _ in cache.skipped]
+    kept = {it.path for it in train_data.items} | {it.path for it in test_data.items}
+    skipped = [str(it.path) for it in train_index.items + test_index.items if it.path not in kept]
     return run.finish({"stage": "finetune", "run_dir": str(run.path), "checkpoint": str(weights), **scores,
                        "classes": num_classes, "train_videos": len(train_data), "test_videos": len(test_data),
                        "epochs": spec.epochs, "finetune_loss": history[-1]["finetune_loss"] if history else None,

@@ -37,28 +37,37 @@ def steps_per_epoch(spec: PretrainSpec, num_images: int) -> int:
 
 
 class RealClips:
-    """Clips of a real video dataset, mixed into pre-training batches (the paper's real + PMG setting)."""
+    """Clips of a real video dataset, mixed into pre-training batches (the paper's real + PMG setting).
 
-    def __init__(self, spec: PretrainSpec, device: torch.device):
+    They come through the same loader as fine-tuning (decoded once or streamed, per `spec.loader`), drawn in
+    an order seeded by (seed, rank, epoch): `micro_batches` batches of round(ratio * micro) clips per epoch.
+    """
+
+    def __init__(self, spec: PretrainSpec, device: torch.device, micro: int, micro_batches: int, rank: int = 0):
         from pmgflow.data.layouts import index_dataset
-        from pmgflow.data.video import ClipDataset, FrameCache
-        from pmgflow.paths import cache_dir
+        from pmgflow.data.store import open_videos
+        from pmgflow.data.video import ClipDataset, clip_loader
 
         mix, model = spec.real_mix, spec.model
-        index = index_dataset(mix.dataset, "train")
-        cache = FrameCache(math.ceil(model.img_size * STORE_SCALE), disk_dir=cache_dir("frames"))
-        self.data = ClipDataset(index, cache, frames=model.frames, stride=mix.stride, size=model.img_size,
-                                train=True, seed=spec.seed)
-        self.ratio, self.device = mix.ratio, device
+        (videos,), _ = open_videos([index_dataset(mix.dataset, "train")], math.ceil(model.img_size * STORE_SCALE),
+                                   spec.loader)
+        data = ClipDataset(videos, frames=model.frames, stride=mix.stride, size=model.img_size, train=True,
+                           seed=spec.seed)
+        self.k, self.device = round(mix.ratio * micro), device
+        self.loader = clip_loader(data, self.k, spec.loader, device, seed=stream_seed(spec.seed, rank, 3),
+                                  length=micro_batches * self.k) if self.k else None
+        self._batches = iter(())
 
-    def replace(self, videos: torch.Tensor, epoch: int, g: torch.Generator) -> torch.Tensor:
+    def start_epoch(self, epoch: int) -> None:
+        """Draw this epoch's clips (call before its first batch)."""
+        if self.loader is not None:
+            self.loader.sampler.set_epoch(epoch)
+            self._batches = iter(self.loader)
+
+    def replace(self, videos: torch.Tensor) -> torch.Tensor:
         """Replace the first round(ratio * B) videos of the batch by real clips."""
-        k = round(self.ratio * videos.shape[0])
-        if k == 0:
-            return videos
-        self.data.set_epoch(epoch)
-        idx = torch.randint(0, len(self.data), (k,), generator=g).tolist()
-        videos[:k] = torch.stack([self.data[i][0] for i in idx]).to(self.device)
+        if self.k:
+            videos[: self.k] = next(self._batches)[0].to(self.device, non_blocking=True)
         return videos
 
 
@@ -95,11 +104,11 @@ def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | Non
     if bank is None:
         bank = load_image_source(spec.source, math.ceil(spec.model.img_size * STORE_SCALE))
     pmg = PseudoMotionGenerator(spec.pmg)
-    real = RealClips(spec, device) if spec.real_mix else None
     steps = steps_per_epoch(spec, len(bank))
     scheduler = build_scheduler(optimizer, spec, steps)
     per_rank = spec.batch_size // world
     micro = per_rank // spec.accum_steps
+    real = RealClips(spec, device, micro, steps * spec.accum_steps, rank) if spec.real_mix else None
 
     if progress:
         progress(0, total=spec.epochs * steps)
@@ -114,6 +123,8 @@ def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | Non
         order = torch.cat([torch.randperm(len(bank), generator=order_g)
                            for _ in range(math.ceil(steps * spec.batch_size / len(bank)))])
         g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 2, rank))
+        if real is not None:
+            real.start_epoch(epoch)
 
         def micro_loss(step: int, k: int) -> tuple[torch.Tensor, int]:
             at = step * spec.batch_size + rank * per_rank + k * micro
@@ -121,7 +132,7 @@ def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | Non
             images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)
             videos = pmg(images, generator=g, out=buffer)
             if real is not None:
-                videos = real.replace(videos, epoch, g)
+                videos = real.replace(videos)
             mask = model.tube_mask(micro, "cpu", generator=g).to(device)
             with autocast(device):
                 loss, _, _ = net(videos, mask=mask)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import pmgflow.data.video as video_module
+import pmgflow.data.store as store_module
 from pmgflow.data.layouts import VideoIndex, VideoItem, ucf101_index
-from pmgflow.data.video import ClipDataset, FrameCache, iter_video_frames, limit_per_class
+from pmgflow.data.store import FrameCache
+from pmgflow.data.video import ClipDataset, iter_video_frames, limit_per_class
 from pmgflow.errors import DataError
 
 
@@ -21,7 +22,7 @@ def ucf_train(ucf_root) -> VideoIndex:
 
 @pytest.fixture(scope="module")
 def train_set(ucf_train) -> ClipDataset:
-    return ClipDataset(ucf_train, FrameCache(24), frames=4, stride=2, size=16, train=True, seed=7)
+    return ClipDataset(FrameCache(24).videos(ucf_train), frames=4, stride=2, size=16, train=True, seed=7)
 
 
 def test_cache_decodes_each_video_once_at_short_side(ucf_train):
@@ -39,7 +40,7 @@ def test_disk_cache_is_reused(ucf_train, tmp_path, monkeypatch):
     def no_decode(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(video_module, "read_video", no_decode)
+    monkeypatch.setattr(store_module, "read_video", no_decode)
     again = FrameCache(16, disk_dir=tmp_path).load(ucf_train.items[:3])
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
 
@@ -56,10 +57,8 @@ def tree_with_corrupt_video(ucf_root, tmp_path):
 def test_cache_skips_corrupt_video_and_counts_it(tree_with_corrupt_video):
     index = tree_with_corrupt_video
     cache = FrameCache(16, max_bad_fraction=0.1)
-    videos = cache.load(index.items)
-    assert len(videos) == 11
+    dataset = ClipDataset(cache.videos(index), frames=4, stride=2, size=16, train=False)
     assert [p for p, _ in cache.skipped] == [index.items[3].path]
-    dataset = ClipDataset(index, cache, frames=4, stride=2, size=16, train=False)
     assert len(dataset) == 11 and index.items[3] not in dataset.items
 
 
@@ -80,17 +79,17 @@ def test_train_clip_shape_range_and_determinism(train_set, ucf_train):
     other_epoch = train_set[5][0]
     train_set.set_epoch(0)
     assert not torch.equal(clip, other_epoch)
-    twin = ClipDataset(ucf_train, FrameCache(24), frames=4, stride=2, size=16, train=True, seed=7)
+    twin = ClipDataset(FrameCache(24).videos(ucf_train), frames=4, stride=2, size=16, train=True, seed=7)
     assert torch.equal(clip, twin[5][0])
 
 
 def test_short_videos_loop(ucf_train):
-    dataset = ClipDataset(ucf_train, FrameCache(16), frames=8, stride=4, size=16, train=True)  # 29 > 16 frames
+    dataset = ClipDataset(FrameCache(16).videos(ucf_train), frames=8, stride=4, size=16, train=True)  # 29 > 16 frames
     assert dataset[0][0].shape == (3, 8, 16, 16)
 
 
 def test_test_views(ucf_train):
-    dataset = ClipDataset(ucf_train, FrameCache(16), frames=4, stride=2, size=16, train=False, segments=2, crops=3)
+    dataset = ClipDataset(FrameCache(16).videos(ucf_train), frames=4, stride=2, size=16, train=False, segments=2, crops=3)
     views, label = dataset[0]
     assert views.shape == (6, 3, 4, 16, 16) and label == 0
     assert not torch.equal(views[0], views[3])  # different temporal segments
@@ -102,7 +101,7 @@ def test_three_crops_along_long_side(tmp_path, square):
 
     path = write_video(tmp_path / "wide.mp4", square(0, width=64))
     index = VideoIndex([VideoItem(path, 0, "g01")], ["a"])
-    views = ClipDataset(index, FrameCache(32), frames=2, stride=1, size=32, train=False, crops=3)[0][0]
+    views = ClipDataset(FrameCache(32).videos(index), frames=2, stride=1, size=32, train=False, crops=3)[0][0]
     assert views.shape == (3, 3, 2, 32, 32)
     assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
 
