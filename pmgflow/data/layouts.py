@@ -285,11 +285,14 @@ def prepare_dataset(
     out_root: str | Path,
     short_side: int,
     *,
+    keyframe_interval: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> PrepareResult:
     """Transcode a dataset once to h264 mp4 at `short_side`, in the same layout; reruns reuse finished files.
 
-    The copy is then used like the original (same kind, root = out_root) and decodes faster and smaller.
+    The copy is then used like the original (same kind, root = out_root) and decodes faster and smaller; a
+    keyframe every `keyframe_interval` frames makes a streamed clip decode at most that many frames before its
+    first one (bench/data_throughput.py measures the gain).
     """
     from pmgflow.data.decode import read_video, video_info, write_video
 
@@ -318,7 +321,8 @@ def prepare_dataset(
             try:
                 frames = read_video(src, size=short_side)
                 fps = video_info(src).fps or 25.0
-                write_video(dst, frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2], fps=fps)
+                write_video(dst, frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2], fps=fps,
+                            keyframe_interval=keyframe_interval)
                 result.written += 1
             except DataError as exc:
                 result.unreadable.append((src, str(exc).removeprefix(f"{src}: ")))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -31,6 +32,14 @@ from pmgflow.spec.data import VideoLoaderSpec
 log = logging.getLogger(__name__)
 
 GB = 1e9
+
+# Images and video frames are stored a little larger than the clips, so random resized crops keep resolution.
+STORE_SCALE = 1.25
+
+
+def store_size(clip_size: int) -> int:
+    """Short side at which frames (and still images) are stored for clips of `clip_size` pixels."""
+    return math.ceil(clip_size * STORE_SCALE)
 
 
 class Video(Protocol):

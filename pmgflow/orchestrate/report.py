@@ -67,7 +67,7 @@ class Table:
         lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
                  "|" + "|".join("---" for _ in self.header) + "|"]
         lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in self.rows]
-        return "\n".join(lines + ([f"", self.note] if self.note else [])) + "\n"
+        return "\n".join(lines + (["", self.note] if self.note else [])) + "\n"
 
     def csv(self) -> str:
         out = io.StringIO()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -72,9 +71,9 @@ def pmg_preview_gif(spec: PretrainSpec, path: Path, clips: int = 4) -> Path:
     from pmgflow.data.images import load_image_source, random_resized_crop
     from pmgflow.pmg.generator import PseudoMotionGenerator
     from pmgflow.pmg.preview import save_gif, tile_clips, to_uint8
-    from pmgflow.train.pretrain import STORE_SCALE
+    from pmgflow.data.store import store_size
 
-    bank = load_image_source(spec.source, math.ceil(spec.model.img_size * STORE_SCALE))
+    bank = load_image_source(spec.source, store_size(spec.model.img_size))
     g = torch.Generator().manual_seed(spec.seed)
     images = bank.batch(torch.randperm(len(bank), generator=g)[:clips]).float() / 255
     images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)

@@ -7,7 +7,6 @@ mixup/cutmix (timm's), and multi-view testing (temporal segments x spatial crops
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from timm.loss import SoftTargetCrossEntropy
 from torch.utils.data import DataLoader
 
 from pmgflow.data.layouts import index_dataset
-from pmgflow.data.store import open_videos
+from pmgflow.data.store import open_videos, store_size
 from pmgflow.data.video import ClipDataset, clip_loader, limit_per_class
 from pmgflow.errors import PmgflowError
 from pmgflow.model.checkpoints import checkpoint_state, load_checkpoint, save_checkpoint
@@ -27,7 +26,6 @@ from pmgflow.model.vit import VideoViT
 from pmgflow.spec.train import FinetuneSpec
 from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
                                 configure_threads, fit, resolve_device, run_steps, stream_seed)
-from pmgflow.train.pretrain import STORE_SCALE
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +105,7 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
     torch.manual_seed(spec.seed)
     model, init_info = build_classifier(spec, num_classes, spec.init)
     frames, size = clip_shape(model)
-    (train_videos, test_videos), plan = open_videos([train_index, test_index], math.ceil(size * STORE_SCALE),
+    (train_videos, test_videos), plan = open_videos([train_index, test_index], store_size(size),
                                                     spec.loader)
     log.info("%s", plan.describe())
     train_data = ClipDataset(train_videos, frames=frames, stride=spec.stride, size=size, train=True,
@@ -119,6 +117,7 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith(("head.", "fc_norm."))
     optimizer = build_optimizer(model, spec, layer_decay=spec.layer_decay if spec.mode == "full" else None)
+    net = torch.compile(model) if spec.compile else model  # the training forward; checkpoints hold `model`'s keys
     micro = spec.batch_size // spec.accum_steps
     steps = max(len(train_data) // spec.batch_size, 1)
     scheduler = build_scheduler(optimizer, spec, steps)
@@ -151,7 +150,7 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
             elif mixup is not None:
                 labels = mixup_target(labels, num_classes, smoothing=spec.label_smoothing)
             with autocast(device):
-                loss = criterion(model(videos).float(), labels)
+                loss = criterion(net(videos).float(), labels)
             return loss, videos.shape[0]
 
         metrics = run_steps("finetune", epoch, steps, spec, model, optimizer, scheduler, micro_loss, run, progress)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from pmgflow.data.images import ImageBank, load_image_source, random_resized_crop
+from pmgflow.data.store import store_size
 from pmgflow.model.checkpoints import checkpoint_state, save_checkpoint
 from pmgflow.model.videomae import VideoMAE
 from pmgflow.pmg.generator import PseudoMotionGenerator
@@ -22,13 +23,12 @@ from pmgflow.errors import PmgflowError
 from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
                                 configure_threads, distributed_context, fit, resolve_device, run_steps, stream_seed)
 
-# Images are stored a little larger than the clips so the random resized crop keeps resolution.
-STORE_SCALE = 1.25
 
 
 def build_videomae(spec: PretrainSpec) -> VideoMAE:
     """The VideoMAE model of a pre-training spec."""
-    return VideoMAE(**spec.model.videomae_kwargs(), mask_ratio=spec.mask_ratio, norm_pix_loss=spec.norm_pix_loss)
+    return VideoMAE(**spec.model.videomae_kwargs(), mask_ratio=spec.mask_ratio, norm_pix_loss=spec.norm_pix_loss,
+                    decoder_mask_ratio=spec.decoder_mask_ratio)
 
 
 def steps_per_epoch(spec: PretrainSpec, num_images: int) -> int:
@@ -49,7 +49,7 @@ class RealClips:
         from pmgflow.data.video import ClipDataset, clip_loader
 
         mix, model = spec.real_mix, spec.model
-        (videos,), _ = open_videos([index_dataset(mix.dataset, "train")], math.ceil(model.img_size * STORE_SCALE),
+        (videos,), _ = open_videos([index_dataset(mix.dataset, "train")], store_size(model.img_size),
                                    spec.loader)
         data = ClipDataset(videos, frames=model.frames, stride=mix.stride, size=model.img_size, train=True,
                            seed=spec.seed)
@@ -100,9 +100,11 @@ def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | Non
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if spec.compile:  # only the forward is compiled: checkpoints hold `model`'s own keys
+        net = torch.compile(net)
     optimizer = build_optimizer(model, spec)
     if bank is None:
-        bank = load_image_source(spec.source, math.ceil(spec.model.img_size * STORE_SCALE))
+        bank = load_image_source(spec.source, store_size(spec.model.img_size))
     pmg = PseudoMotionGenerator(spec.pmg)
     steps = steps_per_epoch(spec, len(bank))
     scheduler = build_scheduler(optimizer, spec, steps)
@@ -134,8 +136,10 @@ def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | Non
             if real is not None:
                 videos = real.replace(videos)
             mask = model.tube_mask(micro, "cpu", generator=g).to(device)
+            decoder_mask = (model.running_cell_mask(micro, "cpu", generator=g).to(device)
+                            if spec.decoder_mask_ratio else None)
             with autocast(device):
-                loss, _, _ = net(videos, mask=mask)
+                loss, _, _ = net(videos, mask=mask, decoder_mask=decoder_mask)
             return loss, micro * world
 
         return run_steps("pretrain", epoch, steps, spec, model, optimizer, scheduler, micro_loss, run, progress)
