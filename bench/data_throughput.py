@@ -62,9 +62,9 @@ def clips_per_s(spec: VideoDatasetSpec, workers: int, batch: int, batches: int) 
 
 def finetune_flops_per_clip() -> float:
     """FLOPs of one ViT-B 16x224x224 fine-tuning step (forward + backward) per clip."""
-    from pmgflow.model.flops import finetune_flops
+    from pmgflow.model.flops import preset_flops_per_clip
 
-    return finetune_flops("base")
+    return preset_flops_per_clip("base")["finetune"]
 
 
 def main() -> None:

@@ -35,17 +35,27 @@ def _view_starts(length: int, extent: int, views: int) -> list[int]:
 
 
 def _resize_clip(clip: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (T, h, w, 3) -> float32 (3, T, size, size) in [0, 1]."""
-    x = clip.permute(0, 3, 1, 2).float()
+    """uint8 (T, h, w, 3) -> uint8 (3, T, size, size).
+
+    Resized in uint8 (torch's vectorised channels-last path: 4 to 8 times faster than in float32 on the CPU,
+    within one grey level of it), and kept in uint8 so loader workers, pinned memory and the copy to the
+    device move a quarter of the bytes; :func:`to_device` makes [0, 1] floats on the device.
+    """
+    x = clip.permute(0, 3, 1, 2)
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (x / 255.0).clamp_(0.0, 1.0).permute(1, 0, 2, 3).contiguous()
+    return x.permute(1, 0, 2, 3).contiguous()
+
+
+def to_device(videos: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 clips (..., 3, T, H, W) from a :class:`ClipDataset` -> float32 in [0, 1] on `device`."""
+    return videos.to(device, non_blocking=True).float().div_(255)
 
 
 class ClipDataset(Dataset):
     """Clips of `frames` frames every `stride` source frames, square `size` crops, from a video source.
 
-    Train: (3, T, size, size) float32 in [0, 1] with a random start (short videos loop), a random resized crop
+    Train: (3, T, size, size) uint8 (see :func:`to_device`) with a random start (short videos loop), a random resized crop
     (area fraction in `scale`, aspect 3/4 to 4/3) and a random horizontal flip. Test: (segments * crops, 3, T,
     size, size), `segments` evenly spaced clips times `crops` square crops along the long side (1 = centre).
     Randomness comes from a generator per (seed, epoch, item): deterministic with any number of loader workers.

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from pmgflow.data.layouts import index_dataset
 from pmgflow.data.store import open_videos, store_size
-from pmgflow.data.video import ClipDataset, clip_loader, limit_per_class
+from pmgflow.data.video import ClipDataset, clip_loader, limit_per_class, to_device
 from pmgflow.errors import PmgflowError
 from pmgflow.model.checkpoints import checkpoint_state, load_checkpoint, save_checkpoint
 from pmgflow.model.videomae import load_encoder
@@ -75,7 +75,7 @@ def evaluate(model: VideoViT, loader: DataLoader, device: torch.device,
     for views, labels in loader:
         b, v = views.shape[:2]
         with autocast(device):
-            logits = model(views.flatten(0, 1).to(device, non_blocking=True))
+            logits = model(to_device(views.flatten(0, 1), device))
         probs = logits.float().softmax(-1).view(b, v, -1)
         labels = labels.to(device, non_blocking=True)
         single += (probs[:, centre].argmax(-1) == labels).sum()
@@ -141,7 +141,7 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
 
         def micro_loss(step: int, k: int) -> tuple[torch.Tensor, int]:
             videos, labels = next(batches)
-            videos, labels = videos.to(device, non_blocking=True), labels.to(device)
+            videos, labels = to_device(videos, device), labels.to(device, non_blocking=True)
             if mixup is not None and videos.shape[0] % 2 == 0:
                 # timm's mixup boxes the last two dims: fold time into channels so boxes span H x W.
                 b, c, t, h, w = videos.shape

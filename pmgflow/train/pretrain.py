@@ -15,6 +15,7 @@ import torch
 
 from pmgflow.data.images import ImageBank, load_image_source, random_resized_crop
 from pmgflow.data.store import store_size
+from pmgflow.data.video import to_device
 from pmgflow.model.checkpoints import checkpoint_state, save_checkpoint
 from pmgflow.model.videomae import VideoMAE
 from pmgflow.pmg.generator import PseudoMotionGenerator
@@ -67,7 +68,7 @@ class RealClips:
     def replace(self, videos: torch.Tensor) -> torch.Tensor:
         """Replace the first round(ratio * B) videos of the batch by real clips."""
         if self.k:
-            videos[: self.k] = next(self._batches)[0].to(self.device, non_blocking=True)
+            videos[: self.k] = to_device(next(self._batches)[0], self.device)
         return videos
 
 

@@ -11,7 +11,7 @@ import torch
 import pmgflow.data.store as store_module
 from pmgflow.data.layouts import VideoIndex, VideoItem, ucf101_index
 from pmgflow.data.store import FrameCache
-from pmgflow.data.video import ClipDataset, iter_video_frames, limit_per_class
+from pmgflow.data.video import ClipDataset, iter_video_frames, limit_per_class, to_device
 from pmgflow.errors import DataError
 
 
@@ -71,8 +71,9 @@ def test_cache_raises_above_bad_fraction(tree_with_corrupt_video):
 
 def test_train_clip_shape_range_and_determinism(train_set, ucf_train):
     clip, label = train_set[5]
-    assert clip.shape == (3, 4, 16, 16) and clip.dtype == torch.float32
-    assert 0.0 <= clip.min() and clip.max() <= 1.0 and clip.std() > 0.05
+    assert clip.shape == (3, 4, 16, 16) and clip.dtype == torch.uint8 and clip.float().std() > 0.05 * 255
+    unit = to_device(clip, torch.device("cpu"))
+    assert unit.dtype == torch.float32 and 0.0 <= unit.min() and unit.max() <= 1.0 and torch.allclose(unit * 255, clip.float(), atol=1e-3)
     assert label == ucf_train.items[5].label
     assert torch.equal(clip, train_set[5][0])
     train_set.set_epoch(1)
