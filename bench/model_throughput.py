@@ -10,6 +10,12 @@ disturbed by other processes on shared cores.
 transformers gets its normalized (B, T, C, H, W) pixel values and its mask ready-made; pmgflow normalizes inside
 and draws its mask in the step, as in training.
 
+Beside clips/s, the model FLOP utilisation: MFU = clips/s x training FLOPs per clip (forward + backward matmuls,
+counted by pmgflow.model.flops) / peak FLOP/s, where the CPU's peak is the best of large float32 matmuls timed
+between the repetitions (on shared cores, a peak taken once would see another moment's load). Last, the FLOPs
+per clip of ViT-B/16 at 16x224x224 (pre-training at mask 0.75, fine-tuning) and the clips/s they project for an
+H200 at 40 % MFU.
+
     OMP_NUM_THREADS=2 .venv/bin/python bench/model_throughput.py --config tiny small --steps 3 --reps 5
 """
 
@@ -23,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from pmgflow.model import VideoMAE, VideoViT
+from pmgflow.model.flops import finetune_flops_per_clip, preset_flops_per_clip, pretrain_flops_per_clip
 from pmgflow.model.interop import to_pixel_values, to_transformers
 
 CONFIGS = {
@@ -32,6 +39,24 @@ CONFIGS = {
                   decoder=dict(decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3)),
 }
 NUM_CLASSES = 10
+H200_BF16_PEAK = 989e12  # dense bf16 FLOP/s
+PROJECTED_MFU = 0.4
+
+
+def matmul_flops_per_s(n: int = 2048) -> float:
+    """FLOP/s of one float32 (n x n) @ (n x n) matmul on the current threads (the CPU's peak: best of several)."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    start = time.perf_counter()
+    a @ b
+    return 2 * n**3 / (time.perf_counter() - start)
+
+
+def config_flops(name: str) -> dict[str, int]:
+    """Training FLOPs per clip of a config: {"pretrain": ..., "finetune": ...} (transformers' models alike)."""
+    cfg = dict(CONFIGS[name])
+    decoder = cfg.pop("decoder")
+    return {"pretrain": pretrain_flops_per_clip(VideoMAE(**cfg, **decoder, mask_ratio=0.75)),
+            "finetune": finetune_flops_per_clip(VideoViT(**cfg, num_classes=NUM_CLASSES))}
 
 
 def contenders(name: str, batch: int) -> dict:
@@ -65,20 +90,23 @@ def contenders(name: str, batch: int) -> dict:
     }
 
 
-def measure(name: str, batch: int, steps: int, reps: int, warmup: int) -> dict[str, list[float]]:
-    """clips/s of each contender in each of ``reps`` interleaved repetitions of ``steps`` steps."""
+def measure(name: str, batch: int, steps: int, reps: int, warmup: int) -> tuple[dict[str, list[float]], float]:
+    """clips/s of each contender in each of ``reps`` interleaved repetitions of ``steps`` steps, and the matmul
+    peak FLOP/s: the best of matmuls timed between the repetitions, under the load they saw."""
     runs = contenders(name, batch)
     for run in runs.values():
         for _ in range(warmup):
             run()
     rates = {k: [] for k in runs}
+    peaks = [matmul_flops_per_s()]  # the first also warms the matmul up
     for _ in range(reps):
         for k, run in runs.items():
             start = time.perf_counter()
             for _ in range(steps):
                 run()
             rates[k].append(batch * steps / (time.perf_counter() - start))
-    return rates
+        peaks += [matmul_flops_per_s() for _ in range(2)]
+    return rates, max(peaks)
 
 
 def main() -> None:
@@ -93,16 +121,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
-          f"{args.reps} x {args.steps} steps; clips/s, median (best) over repetitions")
-    print(f"{'config':<7} {'phase':<9} {'pmgflow':>15} {'transformers':>15} {'ratio':>12}")
+          f"{args.reps} x {args.steps} steps; clips/s, median (best) over repetitions; "
+          "MFU of the medians against the float32 matmul peak measured between them")
+    print(f"{'config':<7} {'phase':<9} {'pmgflow':>15} {'transformers':>15} {'ratio':>12} {'GFLOP/clip':>10} "
+          f"{'MFU pmgflow':>11} {'transformers':>12} {'peak GFLOP/s':>12}")
     for name in args.config:
-        rates = measure(name, args.batch, args.steps, args.reps, args.warmup)
+        rates, peak = measure(name, args.batch, args.steps, args.reps, args.warmup)
+        flops = config_flops(name)
         for phase in ("pretrain", "finetune"):
             ours, theirs = rates[f"{phase} pmgflow"], rates[f"{phase} transformers"]
             med = statistics.median(ours), statistics.median(theirs)
             best = max(ours), max(theirs)
+            mfu = [rate * flops[phase] / peak for rate in med]
             print(f"{name:<7} {phase:<9} {med[0]:>7.1f} ({best[0]:>5.1f}) {med[1]:>7.1f} ({best[1]:>5.1f}) "
-                  f"{med[0] / med[1]:>5.2f} ({best[0] / best[1]:.2f})", flush=True)
+                  f"{med[0] / med[1]:>5.2f} ({best[0] / best[1]:.2f}) {flops[phase] / 1e9:>10.2f} "
+                  f"{mfu[0]:>11.1%} {mfu[1]:>12.1%} {peak / 1e9:>12.1f}", flush=True)
+    vit_b = preset_flops_per_clip("base", mask_ratio=0.75)
+    for phase, value in vit_b.items():
+        clips = PROJECTED_MFU * H200_BF16_PEAK / value
+        print(f"ViT-B/16 16x224x224 {phase}: {value / 1e9:.1f} GFLOP per clip (forward + backward); "
+              f"an H200 at {PROJECTED_MFU:.0%} MFU of {H200_BF16_PEAK / 1e12:.0f} TFLOP/s: {clips:.0f} clips/s")
 
 
 if __name__ == "__main__":

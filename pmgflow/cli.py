@@ -81,6 +81,26 @@ def data_fractal(
     console.print(f"wrote {n} images in {categories} categories to [bold]{out}[/]")
 
 
+@data_app.command("synth")
+@user_errors
+def data_synth(
+    kind: Annotated[str, typer.Option(help="Layout: ucf101, hmdb51 or diving48.")],
+    out: Annotated[Path, typer.Option(help="Dataset root to write.")],
+    classes: Annotated[int, typer.Option(min=1, help="Number of classes.")] = 3,
+    train_per_class: Annotated[int, typer.Option(min=1, help="Training videos per class.")] = 2,
+    test_per_class: Annotated[int, typer.Option(min=1, help="Test videos per class.")] = 1,
+    size: Annotated[str, typer.Option(help="Frame size, WIDTHxHEIGHT.")] = "320x240",
+    seconds: Annotated[float, typer.Option(min=0.04, help="Length of each video (25 frames per second).")] = 2.0,
+    split: Annotated[int, typer.Option(min=1, max=3, help="Official split number of the split files.")] = 1,
+):
+    """Write a small dataset of moving-square videos in an official layout, with its split files (for tests)."""
+    from pmgflow.jobs import synth_job
+
+    root = synth_job(kind, out, size, seconds, classes=classes, train_per_class=train_per_class,
+                     test_per_class=test_per_class, split=split)
+    console.print(f"wrote a {kind} tree to [bold]{root}[/] (`pmgflow data check` reads it with kind: {kind})")
+
+
 @app.command()
 @user_errors
 def pretrain(
@@ -146,11 +166,13 @@ def data_prepare(
     spec: Annotated[Path, typer.Argument(help="A dataset spec YAML, or a fine-tuning spec.")],
     out: Annotated[Path, typer.Option(help="Root of the transcoded copy (same layout, .mp4 videos).")],
     short_side: Annotated[int, typer.Option(min=16, help="Short side of the transcoded videos.")] = 128,
+    keyframe_interval: Annotated[int, typer.Option(min=1, help="Frames between keyframes (random access cost "
+                                                   "of a streamed clip).")] = 16,
 ):
     """Transcode a dataset once to h264 mp4 at a given short side, for faster decoding; reruns resume."""
     from pmgflow.jobs import prepare_job
 
-    prepare_job(spec, out, short_side)
+    prepare_job(spec, out, short_side, keyframe_interval)
 
 
 @app.command()
@@ -210,11 +232,15 @@ def sweep(
     runs: Annotated[Optional[Path], typer.Option(help="Shared runs root (default $PMGFLOW_RUNS or ./runs).")] = None,
     cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs of the local Ray (default: all of this machine's).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the report (Markdown, CSV, PNG) here.")] = None,
+    smoke: Annotated[bool, typer.Option("--smoke", help="Run every trial for a couple of steps on a handful of "
+                                        "images and videos (generated where a dataset is missing), at the spec's "
+                                        "model and clip size, into a throwaway runs root and MLflow store; then "
+                                        "check that a re-run reuses every trial, and write the report.")] = False,
 ):
     """Run an ablation sweep on Ray with MLflow tracking; finished trials are skipped, interrupted ones resume."""
     from pmgflow.jobs import sweep_job
 
-    code = sweep_job(spec, dry_run, address, tracking_uri, runs, cpus, out)
+    code = sweep_job(spec, dry_run, address, tracking_uri, runs, cpus, out, smoke)
     if code:
         raise typer.Exit(code)
 

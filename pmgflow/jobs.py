@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -44,10 +43,10 @@ def preview_job(out: Path, spec_path: Path | None, source: str | None, transform
 
     pmg_spec = validate_spec(PMGSpec, pmg_data, str(spec_path or "preview options"))
     src = preview_source(source, spec)
-    from pmgflow.train.pretrain import STORE_SCALE
+    from pmgflow.data.store import store_size
 
     with counter_bar("loading images") as update:  # stored as for training, a little larger than the clips
-        bank = load_image_source(src, math.ceil(pmg_spec.size * STORE_SCALE), progress=update)
+        bank = load_image_source(src, store_size(pmg_spec.size), progress=update)
     report_skipped(bank)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(bank), generator=g)[:clips]
@@ -122,15 +121,22 @@ def _echo(message: str) -> None:
 
 
 def sweep_job(spec_path: Path, dry_run: bool, address: str | None, tracking_uri: str | None, runs: Path | None,
-              cpus: int | None, out: Path | None) -> int:
-    """Dry-run (print the plan) or run a sweep and print its ablation table; returns the exit code."""
+              cpus: int | None, out: Path | None, smoke: bool = False) -> int:
+    """Dry-run (print the plan) or run a sweep (or its smoke) and print its ablation table; returns the exit code."""
     from pmgflow.orchestrate.sweep import load, plan_tables, run_sweep, runs_root
 
+    if smoke:
+        return smoke_job(spec_path, dry_run, address, tracking_uri, runs, cpus, out)
     if dry_run:
+        from pmgflow.orchestrate.preflight import preflight_problems
+
         sweep = load(spec_path)
         trials, pretrainings = plan_tables(sweep, runs_root(runs))
         print(trials.markdown())
         print(pretrainings.markdown())
+        checked, problems = preflight_problems(sweep)  # the checks a real run makes before its first trial
+        _echo(f"pre-flight: {checked} input(s) checked, {len(problems)} problem(s)"
+              + (" (a run would stop here):\n" + "\n".join(problems) if problems else ""))
         return 0
     outcome = run_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs=runs, cpus=cpus, echo=_echo)
     print(outcome.table.markdown())
@@ -149,6 +155,42 @@ def sweep_job(spec_path: Path, dry_run: bool, address: str | None, tracking_uri:
         _echo("[yellow]interrupted[/]: finished epochs are checkpointed; run the same command to resume")
         return 130
     return 0
+
+
+def smoke_job(spec_path: Path, dry_run: bool, address: str | None, tracking_uri: str | None, runs: Path | None,
+              cpus: int | None, out: Path | None) -> int:
+    """Print the smoke plan, or run the smoke of a sweep and print its table and summary; returns the exit code."""
+    from pmgflow.orchestrate import smoke
+    from pmgflow.orchestrate.sweep import plan_tables
+
+    if dry_run:
+        places = smoke.smoke_places(runs, tracking_uri, out, create=False)
+        plan = smoke.plan_smoke(spec_path, places, address)
+        trials, pretrainings = plan_tables(plan.sweep, places.runs)
+        print(trials.markdown())
+        print(pretrainings.markdown())
+        for line in smoke.plan_lines(plan):
+            _echo(line)
+        _echo(f"runs root: {'a new temporary folder' if places.temporary else places.runs} (nothing written yet)")
+        return 0
+    outcome = smoke.run_smoke(spec_path, address=address, tracking_uri=tracking_uri, runs=runs, cpus=cpus, out=out,
+                              echo=_echo)
+    print(outcome.first.table.markdown())
+    for line in smoke.summary(outcome):
+        _echo(line)
+    return 0 if outcome.ok else 1
+
+
+def synth_job(kind: str, out: Path, size: str, seconds: float, **counts) -> Path:
+    """Write a small generated dataset of `kind` in its official layout."""
+    from pmgflow.data.synth import FPS, write_synthetic
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise SpecError(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
+    with console.status(f"writing a {kind} tree"):
+        return write_synthetic(kind, out, frames=max(1, round(seconds * FPS)), size=(width, height), **counts)
 
 
 def report_job(ref: str, tracking_uri: str | None, out: Path | None) -> None:
@@ -235,13 +277,13 @@ def check_job(spec_path: Path, full: bool) -> bool:
     return report.ok
 
 
-def prepare_job(spec_path: Path, out: Path, short_side: int) -> None:
+def prepare_job(spec_path: Path, out: Path, short_side: int, keyframe_interval: int = 16) -> None:
     """Transcode a dataset to mp4 at `short_side` in the same layout."""
     from pmgflow.data.layouts import prepare_dataset
 
     spec = dataset_spec_from(spec_path)
     with counter_bar("transcoding") as update:
-        result = prepare_dataset(spec, out, short_side, progress=update)
+        result = prepare_dataset(spec, out, short_side, keyframe_interval=keyframe_interval, progress=update)
     console.print(f"{result.written} transcoded, {result.reused} already there, {len(result.unreadable)} unreadable; "
                   f"use root: {result.root}")
     for path, why in result.unreadable:

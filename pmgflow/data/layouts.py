@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from pmgflow.errors import DataError
-from pmgflow.spec.data import ActionsDatasetSpec, DatasetSpec, VideoDatasetSpec
+from pmgflow.spec.data import ActionsDatasetSpec, DatasetSpec
 
 SUBSETS = ("train", "test")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".ogv", ".mpg", ".mpeg", ".gif")

@@ -5,6 +5,14 @@ One method per step of the paper (Tong et al., NeurIPS 2022), matching the refer
 ``tube_mask`` -> ``forward_encoder`` (a :class:`VideoViT` on the visible tokens) -> ``forward_decoder`` (mask tokens,
 its own sinusoid table, predicts the masked tubelets only) -> ``forward_loss`` (MSE against ``normalized_target``).
 
+Optionally, VideoMAE V2's decoder masking (Wang et al., CVPR 2023; off by default, as the paper):
+``running_cell_mask`` leaves ``decoder_mask_ratio`` of the tokens out of the decoder, which then predicts only the
+decoded tokens, and the loss covers the tokens both masked and decoded.
+
+Tokens are selected with indices from a stable sort of the masks, not boolean indexing, so shapes are static: no
+host sync on CUDA, no graph break under ``torch.compile``, and the meta device can run a step (FLOP counting).
+Every mask must therefore hold the model's count per sample, as ``tube_mask`` and ``running_cell_mask`` draw them.
+
 Videos are ``(B, 3, T, H, W)`` in [0, 1]. Tokens are indexed ``(t * H/p + h) * W/p + w``; a tubelet's pixels are
 flattened in the order (time in tubelet, row, column, channel) with the channel fastest, as the reference and
 Hugging Face transformers' ``VideoMAEForPreTraining`` do, so predictions and checkpoints interoperate.
@@ -41,10 +49,21 @@ class VideoMAEDecoder(nn.Module):
         self.head = nn.Linear(embed_dim, out_dim)
 
     def forward(self, x: torch.Tensor, num_masked: int) -> torch.Tensor:
-        """Tokens (B, N, Dd) with the mask tokens last -> pixels (B, num_masked, tubelet * p * p * 3)."""
+        """Tokens (B, N', Dd) with the mask tokens last -> pixels (B, num_masked, tubelet * p * p * 3)."""
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x[:, -num_masked:]))
+
+
+def first_true(where: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices (B, count), increasing, of the True entries of a bool (B, N) holding `count` per row."""
+    torch._assert_async((where.sum(dim=1) == count).all(), f"a mask must select {count} tokens in every sample")
+    return where.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :count]
+
+
+def take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Tokens x (B, N, D) at index (B, n) -> (B, n, D)."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
 class VideoMAE(nn.Module):
@@ -69,13 +88,14 @@ class VideoMAE(nn.Module):
         decoder_num_heads: int = 6,
         mask_ratio: float = 0.75,
         norm_pix_loss: bool = True,
+        decoder_mask_ratio: float = 0.0,
     ):
         super().__init__()
         self._config = dict(
             img_size=img_size, frames=frames, tubelet=tubelet, patch=patch, in_chans=in_chans, embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate,
             decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth, decoder_num_heads=decoder_num_heads,
-            mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss,
+            mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, decoder_mask_ratio=decoder_mask_ratio,
         )
         self.encoder = VideoViT(
             img_size=img_size, frames=frames, tubelet=tubelet, patch=patch, in_chans=in_chans, embed_dim=embed_dim,
@@ -90,6 +110,17 @@ class VideoMAE(nn.Module):
         self.num_masked_per_slice = int(mask_ratio * per_slice)
         if not 0 < self.num_masked_per_slice < per_slice:
             raise ValueError(f"mask_ratio {mask_ratio} must mask between 1 and {per_slice - 1} of {per_slice} patches")
+        self.num_masked = self.grid[0] * self.num_masked_per_slice
+        self.num_visible = self.num_patches - self.num_masked
+        self.decoder_mask_ratio = decoder_mask_ratio
+        # Running cell (VideoMAE V2): int(4 * ratio) of the 4 positions of every 2x2 cell are left out of the decoder.
+        self.decoder_masked_per_cell = int(4 * decoder_mask_ratio)
+        even = self.grid[1] % 2 == self.grid[2] % 2 == 0
+        if decoder_mask_ratio and not (0 < self.decoder_masked_per_cell < 4 and even):
+            raise ValueError(f"decoder_mask_ratio {decoder_mask_ratio} must leave 1 to 3 of the 4 positions of a "
+                             "2x2 cell out of the decoder (0.25, 0.5, 0.75; 0 = off), on a grid of even height and "
+                             f"width (got {self.grid[1]}x{self.grid[2]})")
+        self.num_decoded = self.num_patches - self.num_patches // 4 * self.decoder_masked_per_cell
         self.norm_pix_loss = norm_pix_loss
         self.patch_dim = tubelet * patch * patch * in_chans
 
@@ -131,6 +162,22 @@ class VideoMAE(nn.Module):
         spatial = torch.zeros(batch_size, h * w, dtype=torch.bool, device=device).scatter_(1, masked, True)
         return spatial.repeat(1, t)  # token index = t * h*w + spatial index
 
+    def running_cell_mask(self, batch_size: int, device: torch.device | str,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        """Bool (B, N), True = left out of the decoder: VideoMAE V2's running-cell decoder mask.
+
+        The frame grid is tiled by 2x2 cells, all masked alike: position p of a cell (raster order) is left out
+        in time slice t when (p + t + phase) mod 4 < decoder_masked_per_cell, with one random phase per sample,
+        so the kept positions run one step through the cell per time slice and every slice keeps the same count.
+        """
+        if not self.decoder_mask_ratio:
+            raise ValueError("running_cell_mask needs decoder_mask_ratio > 0")
+        t, h, w = self.grid
+        cell = (torch.arange(h, device=device)[:, None] % 2) * 2 + torch.arange(w, device=device) % 2  # (h, w)
+        time = torch.arange(t, device=device)[:, None, None]
+        phase = torch.randint(0, 4, (batch_size, 1, 1, 1), device=device, generator=generator)
+        return ((cell + time + phase) % 4 < self.decoder_masked_per_cell).flatten(1)
+
     def patchify(self, videos: torch.Tensor) -> torch.Tensor:
         """Videos (B, C, T, H, W) -> (B, N, tubelet * p * p * C); per token, order (dt, dy, dx, channel)."""
         b, c = videos.shape[:2]
@@ -154,39 +201,60 @@ class VideoMAE(nn.Module):
         std = per_channel.var(dim=2, unbiased=True, keepdim=True).sqrt()
         return ((per_channel - mean) / (std + 1e-6)).reshape(b, n, -1)
 
+    def decoded_tokens(self, mask: torch.Tensor, decoder_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Indices, increasing, of the tokens the decoder predicts: the masked ones (B, num_masked), or with a
+        decoder mask every token it keeps (B, num_decoded), visible ones too, as VideoMAE V2: the same count in
+        every sample."""
+        if decoder_mask is None:
+            return first_true(mask, self.num_masked)
+        if not self.decoder_mask_ratio:
+            raise ValueError("a decoder_mask needs a model built with decoder_mask_ratio > 0")
+        return first_true(~decoder_mask, self.num_decoded)
+
     def forward_encoder(self, videos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Encode only the visible tokens: (B, N_vis, D), in increasing token order."""
-        return self.encoder.forward_features(videos, visible=~mask)
+        return self.encoder.forward_features(videos, visible=first_true(~mask, self.num_visible))
 
-    def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Visible latents (B, N_vis, D) -> predicted pixels of the masked tokens (B, N_mask, patch_dim).
+    def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor,
+                        decoder_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Visible latents (B, N_vis, D) -> predicted pixels of the decoded tokens (B, N_dec, patch_dim).
 
-        Predictions follow increasing token index of the masked tokens (the order of ``target[mask]``).
+        The decoded tokens are the masked ones (the order of ``target[mask]``), or with ``decoder_mask`` those it
+        keeps; predictions follow increasing token index.
         """
         x = self.encoder_to_decoder(latent)
-        b, _, d = x.shape
-        pos = self.decoder_pos_embed.to(x.dtype).expand(b, -1, -1)
-        # Tokens stay in (visible, masked) order; attention is order-free and the positions travel with them.
-        pos_visible = pos[~mask].reshape(b, -1, d)
-        pos_masked = pos[mask].reshape(b, -1, d)
-        x = torch.cat([x + pos_visible, self.mask_token.to(x.dtype) + pos_masked], dim=1)
-        return self.decoder(x, pos_masked.shape[1])
+        pos = self.decoder_pos_embed.to(x.dtype).expand(x.shape[0], -1, -1)
+        # Tokens stay in (visible, decoded) order; attention is order-free and the positions travel with them.
+        pos_visible = take_tokens(pos, first_true(~mask, self.num_visible))
+        pos_decoded = take_tokens(pos, self.decoded_tokens(mask, decoder_mask))
+        x = torch.cat([x + pos_visible, self.mask_token.to(x.dtype) + pos_decoded], dim=1)
+        return self.decoder(x, pos_decoded.shape[1])
 
-    def forward_loss(self, videos: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error between ``pred`` (B, N_mask, patch_dim) and the target of the masked tokens only."""
+    def forward_loss(self, videos: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
+                     decoder_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean squared error between ``pred`` (B, N_dec, patch_dim) and the target of the tokens both masked
+        and decoded (without a decoder mask: all masked tokens)."""
+        decoded = self.decoded_tokens(mask, decoder_mask)
         with torch.no_grad():
-            target = self.normalized_target(videos)
-            target = target[mask].reshape(pred.shape)
-        return F.mse_loss(pred.float(), target)
+            target = take_tokens(self.normalized_target(videos), decoded)
+        if decoder_mask is None:
+            return F.mse_loss(pred.float(), target)
+        scored = mask.gather(1, decoded).float()  # a decoded visible token is no target
+        per_token = (pred.float() - target).square().mean(dim=-1)
+        return (per_token * scored).sum() / scored.sum().clamp_min(1)  # none scored (low mask_ratio): loss 0
 
     def forward(self, videos: torch.Tensor, mask: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Videos (B, 3, T, H, W) in [0, 1] -> (loss, pred (B, N_mask, patch_dim), mask (B, N)); draws a tube mask
-        when none is given."""
+                generator: torch.Generator | None = None, decoder_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Videos (B, 3, T, H, W) in [0, 1] -> (loss, pred (B, N_dec, patch_dim), mask (B, N)); draws a tube mask,
+        and with ``decoder_mask_ratio`` a running-cell decoder mask, when none is given (N_dec: see
+        :meth:`decoded_tokens`)."""
         if mask is None:
             mask = self.tube_mask(videos.shape[0], videos.device, generator)
-        pred = self.forward_decoder(self.forward_encoder(videos, mask), mask)
-        return self.forward_loss(videos, pred, mask), pred, mask
+        if decoder_mask is None and self.decoder_mask_ratio:
+            decoder_mask = self.running_cell_mask(videos.shape[0], videos.device, generator)
+        pred = self.forward_decoder(self.forward_encoder(videos, mask), mask, decoder_mask)
+        return self.forward_loss(videos, pred, mask, decoder_mask), pred, mask
 
 
 def load_encoder(vit: VideoViT, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

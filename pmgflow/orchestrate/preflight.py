@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pmgflow.errors import PmgflowError
 from pmgflow.spec.base import canonical_json
-from pmgflow.spec.data import FolderSource, IMAGE_EXTENSIONS, VideoFramesSource
+from pmgflow.spec.data import IMAGE_EXTENSIONS, FolderSource, VideoDatasetSpec, VideoFramesSource
 from pmgflow.spec.sweep import Sweep, Trial
 
 
@@ -32,6 +32,8 @@ def _dataset_problem(dataset, loader, size: int | None) -> str | None:
             plan_store(indexes, store_size(size), loader)
     except PmgflowError as exc:
         return str(exc)
+    except OSError as exc:  # e.g. a root below a file, or unreadable split files
+        return f"{exc.filename or dataset.root}: {exc.strerror or exc}"
     return None
 
 
@@ -46,26 +48,31 @@ def _folder_problem(source: FolderSource) -> str | None:
 
 
 def _checks(trial: Trial) -> Iterator[tuple[str, str, Callable[[], str | None]]]:
-    """(field, cache key, check) for every input of one trial."""
+    """(field, cache key, check) for every input of one trial that the user provides.
+
+    The embedded action set is not among them: pmgflow renders it itself, inside the trial that needs it.
+    """
     pre = trial.spec.pretrain
     if not trial.spec.scratch:
         if isinstance(pre.source, FolderSource):
             yield "pretrain.source.path", f"folder:{pre.source.path}", lambda: _folder_problem(pre.source)
-        elif isinstance(pre.source, VideoFramesSource):
+        elif isinstance(pre.source, VideoFramesSource) and isinstance(pre.source.dataset, VideoDatasetSpec):
             ds = pre.source.dataset
             yield "pretrain.source.dataset", canonical_json(ds), lambda: _dataset_problem(ds, None, None)
-        if pre.real_mix is not None:
+        if pre.real_mix is not None and isinstance(pre.real_mix.dataset, VideoDatasetSpec):
             ds = pre.real_mix.dataset
             yield ("pretrain.real_mix.dataset", f"{canonical_json(ds)}|{pre.model.img_size}",
                    lambda: _dataset_problem(ds, pre.loader, pre.model.img_size))
     for name, target in trial.spec.finetune.items():
+        if not isinstance(target.dataset, VideoDatasetSpec):
+            continue
         ds, size = target.dataset, target.model.img_size
         yield (f"finetune.{name}.dataset", f"{canonical_json(ds)}|{size}|{canonical_json(target.loader)}",
                lambda ds=ds, target=target, size=size: _dataset_problem(ds, target.loader, size))
 
 
-def preflight(sweep: Sweep, echo: Callable[[str], None] | None = None) -> None:
-    """Check every trial's inputs (each distinct input once); raise PreflightError listing every problem."""
+def preflight_problems(sweep: Sweep) -> tuple[int, list[str]]:
+    """(distinct inputs checked, one line per problem with its trial and field)."""
     seen: dict[str, str | None] = {}
     problems: list[str] = []
     for trial in sweep.trials:
@@ -74,8 +81,14 @@ def preflight(sweep: Sweep, echo: Callable[[str], None] | None = None) -> None:
                 seen[key] = check()
             if seen[key] is not None:
                 problems.append(f"  trial {trial.index} ({trial.describe()}), {field}: {seen[key]}")
+    return len(seen), problems
+
+
+def preflight(sweep: Sweep, echo: Callable[[str], None] | None = None) -> None:
+    """Check every trial's inputs (each distinct input once); raise PreflightError listing every problem."""
+    checked, problems = preflight_problems(sweep)
     if echo is not None:
-        echo(f"pre-flight: {len(seen)} input(s) of {len(sweep.trials)} trial(s) checked, {len(problems)} problem(s)")
+        echo(f"pre-flight: {checked} input(s) of {len(sweep.trials)} trial(s) checked, {len(problems)} problem(s)")
     if problems:
         raise PreflightError(f"{sweep.source}: {len(problems)} problem(s) found before any trial started:\n"
                              + "\n".join(problems))

@@ -19,6 +19,7 @@ from pathlib import Path
 from pmgflow.errors import PmgflowError, SpecError
 from pmgflow.orchestrate import tracking
 from pmgflow.orchestrate.paper import TABLES
+from pmgflow.orchestrate.preflight import preflight
 from pmgflow.orchestrate.report import Table
 from pmgflow.orchestrate.trial import DRIVER_CPU, TrialContext, TrialPayload
 from pmgflow.paths import runs_dir
@@ -200,9 +201,10 @@ class SweepOutcome:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time by phase: tracking (MLflow, report), ray, trials
 
 
-def run_sweep(path: str | Path, *, address: str | None = None, tracking_uri: str | None = None,
+def run_sweep(path: str | Path | Sweep, *, address: str | None = None, tracking_uri: str | None = None,
               runs: str | Path | None = None, cpus: int | None = None, echo: Echo = print) -> SweepOutcome:
-    """Validate, record, run and report a sweep (finished trials are skipped, interrupted ones resume)."""
+    """Validate, record, run and report a sweep file or a loaded Sweep (finished trials are skipped, interrupted
+    ones resume)."""
     from pmgflow.orchestrate.report import ablation_table, load_record, log_report
 
     seconds, clock = {}, time.perf_counter()
@@ -213,7 +215,8 @@ def run_sweep(path: str | Path, *, address: str | None = None, tracking_uri: str
         seconds[phase] = seconds.get(phase, 0.0) + now - clock
         clock = now
 
-    sweep = load(path)
+    sweep = path if isinstance(path, Sweep) else load(path)  # a Sweep: already loaded (and maybe transformed)
+    preflight(sweep, echo)  # every dataset, image folder and cap, before anything is recorded or trained
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.configure_mlflow_env()
     tracking.check_tracking_uri(uri)

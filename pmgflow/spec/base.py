@@ -32,9 +32,9 @@ def spec_hash(spec: BaseModel | dict, length: int = 12) -> str:
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:length]
 
 
-# Where, on how many threads and with which data loader a run executes does not change what it computes: not
-# part of a run's name.
-EXECUTION_FIELDS = frozenset({"threads", "device", "loader"})
+# How a run executes -- where, on how many threads, with which data loader, how often the loss is read back,
+# fused or compiled kernels -- changes at most the rounding of what it computes: not part of a run's name.
+EXECUTION_FIELDS = frozenset({"threads", "device", "loader", "log_every", "fused_adamw", "compile"})
 
 
 def run_key(spec: BaseModel) -> str:

@@ -71,7 +71,7 @@ def test_hmdb51_index(hmdb_root):
 def test_diving48_index(diving_root, tmp_path):
     train, test = diving48_index(diving_root, 1, "train"), diving48_index(diving_root, 1, "test")
     assert train.classes == ["Back 15som", "Forward 25som", "Inward NoTwis"]
-    assert [it.label for it in train.items] == [0, 1, 2, 0] and len(test.items) == 2
+    assert [it.label for it in train.items] == [0, 1, 2, 0, 1, 2] and len(test.items) == 3
     assert train.items[1].path == diving_root / "rgb/yt000id_00001.mp4" and train.items[1].group == "yt000id"
     # Without the vocabulary the classes are the label numbers, the same for both subsets.
     bare = tmp_path / "bare"
@@ -85,7 +85,7 @@ def test_diving48_index(diving_root, tmp_path):
 
 
 def test_index_dataset_dispatches(ucf_root, hmdb_root, diving_root, actions_spec):
-    for kind, root, count in (("ucf101", ucf_root, 12), ("hmdb51", hmdb_root, 4), ("diving48", diving_root, 4)):
+    for kind, root, count in (("ucf101", ucf_root, 12), ("hmdb51", hmdb_root, 4), ("diving48", diving_root, 6)):
         assert len(index_dataset(VideoDatasetSpec(kind=kind, root=root), "train").items) == count
     actions = index_dataset(actions_spec, "test")
     assert actions.classes == ["Wave", "Clap", "Jump"] and len(actions.items) == 6
@@ -96,7 +96,7 @@ def test_index_dataset_dispatches(ucf_root, hmdb_root, diving_root, actions_spec
 def test_check_dataset_counts_and_lists_unreadable(hmdb_root, tmp_path):
     root = tmp_path / "hmdb"
     shutil.copytree(hmdb_root, root)
-    broken = root / "videos/wave/Movie11_wave_f_cm_np1_ba_med_2.avi"  # a test video
+    broken = root / "videos/wave/Movie01_wave_f_cm_np1_ba_med_2.avi"  # a test video
     broken.write_bytes(b"garbage")
     report = check_dataset(VideoDatasetSpec(kind="hmdb51", root=root))
     assert report.counts == {"train": [2, 2], "test": [1, 1]}
@@ -123,6 +123,6 @@ def test_prepare_dataset_transcodes_once(ucf_root, tmp_path):
 
 def test_prepare_diving48_copies_labels(diving_root, tmp_path):
     result = prepare_dataset(VideoDatasetSpec(kind="diving48", root=diving_root), tmp_path / "d48", 16)
-    assert result.written == 6
+    assert result.written == 9
     index = diving48_index(tmp_path / "d48", 1, "test")
     assert index.classes[0] == "Back 15som" and all(Path(it.path).is_file() for it in index.items)

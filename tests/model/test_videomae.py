@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
 from pmgflow.errors import PmgflowError
@@ -131,6 +132,96 @@ def test_forward_trains_encoder_decoder_and_mask_token():
         assert mae.get_parameter(name).grad.abs().sum() > 0, name
     again, _, _ = mae(videos(), generator=torch.Generator().manual_seed(0))
     assert torch.equal(loss, again)
+
+
+def test_a_mask_of_another_count_is_refused():
+    mae = tiny_mae()
+    mask = mae.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
+    mask[0, int((~mask[0]).nonzero()[0])] = True  # one visible token less in sample 0
+    with pytest.raises(RuntimeError, match="must select 8 tokens"):
+        mae(videos(), mask)
+
+
+@pytest.mark.parametrize("ratio, left_out", [(0.25, 1), (0.5, 2), (0.75, 3)])
+def test_running_cell_mask_keeps_the_ratio_per_slice_and_runs_through_the_cell(ratio, left_out):
+    mae = tiny_mae(frames=8, decoder_mask_ratio=ratio)  # grid (4, 4, 4): four time slices
+    mask = mae.running_cell_mask(16, "cpu", generator=torch.Generator().manual_seed(0))
+    assert mask.shape == (16, 64) and mask.dtype == torch.bool
+    slices = mask.view(16, 4, 16)
+    assert (slices.sum(dim=2) == 4 * left_out).all()  # 4 cells of 2x2 per slice
+    cells = slices.view(16, 4, 2, 2, 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(16, 4, 4, 4)  # (b, t, cell, position)
+    assert (cells == cells[:, :, :1]).all()  # every cell of a slice alike
+    pattern = cells[:, :, 0]
+    assert torch.equal(pattern[:, 1:], pattern[:, :-1].roll(-1, dims=2))  # one position further per time slice
+    assert len({tuple(p.flatten().tolist()) for p in pattern}) > 1  # the phase is drawn per sample
+
+
+def reference_loss(mae, x, mask):
+    """Plain VideoMAE with boolean indexing, as before decoder masking existed."""
+    b = x.shape[0]
+    latent = mae.encoder_to_decoder(mae.encoder.forward_features(x, visible=~mask))
+    pos, d = mae.decoder_pos_embed.expand(b, -1, -1), latent.shape[-1]
+    tokens = torch.cat([latent + pos[~mask].reshape(b, -1, d), mae.mask_token + pos[mask].reshape(b, -1, d)], dim=1)
+    pred = mae.decoder(tokens, N_MASKED)
+    return F.mse_loss(pred, mae.normalized_target(x)[mask].reshape(pred.shape))
+
+
+def test_decoder_mask_ratio_zero_is_plain_videomae():
+    mae, off = tiny_mae(), tiny_mae(decoder_mask_ratio=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(mae.state_dict().values(), off.state_dict().values()))
+    mask = off.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
+    loss, pred, _ = off(videos(), mask)
+    assert pred.shape == (2, N_MASKED, PATCH_DIM)
+    assert torch.equal(loss, reference_loss(mae, videos(), mask))
+
+
+def decoder_masked(seed=0):
+    mae = tiny_mae(decoder_mask_ratio=0.5)
+    g = torch.Generator().manual_seed(seed)
+    return mae, mae.tube_mask(2, "cpu", generator=g), mae.running_cell_mask(2, "cpu", generator=g)
+
+
+def test_decoder_sees_the_visible_tokens_and_the_decoded_mask_tokens_only():
+    mae, mask, decoder_mask = decoder_masked()
+    seen = []
+    mae.decoder.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    loss, pred, _ = mae(videos(), mask, decoder_mask=decoder_mask)
+    assert mae.num_decoded == N // 2
+    assert seen == [torch.Size([2, N - N_MASKED + N // 2, 16])]
+    assert pred.shape == (2, N // 2, PATCH_DIM) and torch.isfinite(loss)
+
+
+def test_decoder_masking_loss_covers_exactly_the_tokens_masked_and_decoded():
+    mae, mask, decoder_mask = decoder_masked()
+    x = videos()
+    pred = torch.randn(2, N // 2, PATCH_DIM, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    loss = mae.forward_loss(x, pred, mask, decoder_mask)
+    target = mae.normalized_target(x)
+    decoded = [(~decoder_mask[b]).nonzero().flatten() for b in range(2)]  # pred rows, in token order
+    scored = [mask[b, decoded[b]] for b in range(2)]
+    errors = torch.cat([(pred[b][scored[b]] - target[b, decoded[b][scored[b]]]).square().mean(dim=1)
+                        for b in range(2)])
+    assert 0 < len(errors) < 2 * N // 2  # some decoded tokens are visible: they are no target
+    torch.testing.assert_close(loss, errors.mean())
+    loss.backward()
+    assert torch.equal(pred.grad.abs().sum(dim=2) > 0, torch.stack(scored))
+
+
+def test_forward_draws_a_running_cell_mask_and_trains():
+    mae = tiny_mae(decoder_mask_ratio=0.5).train()
+    loss, pred, _ = mae(videos(), generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert pred.shape == (2, N // 2, PATCH_DIM)
+    for name in ["mask_token", "encoder.blocks.0.attn.qkv.weight", "decoder.head.weight"]:
+        assert mae.get_parameter(name).grad.abs().sum() > 0, name
+    again, _, _ = mae(videos(), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loss, again)
+
+
+@pytest.mark.parametrize("kw", [dict(decoder_mask_ratio=0.1), dict(decoder_mask_ratio=0.5, img_size=12)])
+def test_decoder_mask_ratio_needs_whole_cell_positions_on_an_even_grid(kw):
+    with pytest.raises(ValueError, match="decoder_mask_ratio"):
+        VideoMAE(**{**TINY, **kw})
 
 
 def test_fine_tuning_model_loads_the_encoder():

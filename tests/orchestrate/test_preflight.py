@@ -54,10 +54,26 @@ def test_a_sweep_with_a_missing_dataset_trains_nothing(tmp_path, ucf_missing_spl
 
 
 def test_caps_and_unreadable_videos_are_preflight_problems(tmp_path, monkeypatch):
+    from pmgflow.data.synth import write_synthetic
+
     monkeypatch.setenv("PMGFLOW_CACHE", str(tmp_path / "cache"))
+    root = write_synthetic("ucf101", tmp_path / "ucf", classes=2, train_per_class=2, test_per_class=1, frames=8,
+                           size=(32, 24))
     base = copy.deepcopy(TINY_BASE)
+    base["finetune"]["actions"]["dataset"] = {"kind": "ucf101", "root": str(root)}
     base["finetune"]["actions"]["loader"] = {"cache": "memory", "memory_cap_gb": 1e-6}
     with pytest.raises(PreflightError, match=r"finetune\.actions\.dataset: loader\.memory_cap_gb"):
         preflight(load_sweep(tiny_sweep(tmp_path / "s.yaml", base=base)))
     base["finetune"]["actions"]["loader"] = {}
-    preflight(load_sweep(tiny_sweep(tmp_path / "s.yaml", base=base)))  # the embedded set passes
+    preflight(load_sweep(tiny_sweep(tmp_path / "s.yaml", base=base)))  # within the caps: passes
+    next((root / "videos").rglob("*.avi")).write_bytes(b"RIFF broken")
+    with pytest.raises(PreflightError, match=r"1 of 4 videos cannot be read"):
+        preflight(load_sweep(tiny_sweep(tmp_path / "s.yaml", base=base)))
+
+
+def test_dry_run_shows_the_checks(tmp_path, ucf_missing_splits):
+    path = tiny_sweep(tmp_path / "s.yaml", base=_base_with(tmp_path, dataset={"kind": "ucf101",
+                                                                                "root": str(ucf_missing_splits)}))
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run", "--runs", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "2 problem(s) (a run would stop here)" in result.output and "finetune.ucf.dataset" in result.output
