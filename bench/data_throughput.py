@@ -1,8 +1,8 @@
 """Clips/s the streaming data path delivers at paper scale, and what that means on a GPU machine.
 
 A UCF101-layout tree of generated 320x240 videos (moving squares over a gradient, about 7 s at 25 fps, MPEG-4
-.avi as the official archive ships) is made once, then transcoded by `pmgflow data prepare` to h264 .mp4 with a
-keyframe every 16 frames. Training clips of 16 frames at stride 4, random resized crop to 224x224 and flip
+.avi as the official archive ships) is made once, then transcoded to h264 .mp4 twice: with x264's default
+keyframe interval (250) and as `pmgflow data prepare` does (a keyframe every 16 frames). Training clips of 16 frames at stride 4, random resized crop to 224x224 and flip
 (VideoMAE's fine-tuning input), are read through the fine-tuning loader (decoded clip by clip in worker
 processes) from both trees, with 1 and 2 workers. The FLOPs of a ViT-B fine-tuning step are counted
 (torch.utils.flop_counter) to give what one H200 consumes at 40 % MFU, against what 15 workers (16 cores, one
@@ -41,10 +41,14 @@ def make_trees(videos: int, seconds: float) -> dict[str, VideoDatasetSpec]:
         write_synthetic("ucf101", raw, classes=classes, train_per_class=-(-videos // classes), test_per_class=1,
                         frames=round(25 * seconds), size=(320, 240))
     spec = VideoDatasetSpec(kind="ucf101", root=raw)
+    long_gop = root / "h264-gop250"
+    if not (long_gop / "splits").is_dir():
+        prepare_dataset(spec, long_gop, short_side=240, keyframe_interval=250)
     if not (prepared / "splits").is_dir():
         prepare_dataset(spec, prepared, short_side=240, keyframe_interval=16)
-    return {"raw .avi (MPEG-4)": spec, "prepared .mp4 (h264, keyframe every 16)": VideoDatasetSpec(
-        kind="ucf101", root=prepared)}
+    return {"raw .avi (MPEG-4, keyframe every 12)": spec,
+            "h264 .mp4, keyframe every 250 (x264's default)": VideoDatasetSpec(kind="ucf101", root=long_gop),
+            "prepared .mp4 (h264, keyframe every 16)": VideoDatasetSpec(kind="ucf101", root=prepared)}
 
 
 def clips_per_s(spec: VideoDatasetSpec, workers: int, batch: int, batches: int) -> float:

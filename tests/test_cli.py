@@ -92,3 +92,15 @@ def test_missing_spec_file_and_missing_checkpoint(tmp_path):
 def test_missing_image_folder_is_a_clear_error(tmp_path):
     r = invoke("preview", "--out", tmp_path / "o", "--source", tmp_path / "no_such_dir")
     assert r.exit_code == 2 and "no_such_dir" in r.output
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_one_message(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("PMGFLOW_RUNS", str(tmp_path / "runs"))
+    spec = tmp_path / "ft.yaml"
+    spec.write_text(yaml.safe_dump({"model": TINY_MODEL, "device": "cuda", "epochs": 1}))
+    r = invoke("finetune", spec)
+    assert r.exit_code == 2, r.output
+    assert "device 'cuda' was asked for, but no CUDA device is available" in r.output and "Traceback" not in r.output

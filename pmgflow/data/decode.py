@@ -41,14 +41,18 @@ def short_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize uint8 (T, H, W, 3) frames with antialiased bilinear filtering (the same for every backend)."""
+    """Resize uint8 (T, H, W, 3) frames with antialiased bilinear filtering (the same for every backend).
+
+    Resized in uint8 on channels-last memory, torch's vectorised path: several times faster than in float32 (it
+    was most of a streamed 16x224x224 clip's time) and within one grey level of it.
+    """
     if frames.shape[1:3] == (height, width):
         return frames
     out = np.empty((len(frames), height, width, 3), np.uint8)
     for i in range(0, len(frames), _CHUNK):
-        x = torch.from_numpy(np.ascontiguousarray(frames[i : i + _CHUNK])).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.ascontiguousarray(frames[i : i + _CHUNK])).permute(0, 3, 1, 2)
         y = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-        out[i : i + _CHUNK] = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        out[i : i + _CHUNK] = y.permute(0, 2, 3, 1).numpy()
     return out
 
 

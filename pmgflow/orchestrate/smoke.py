@@ -121,13 +121,24 @@ def _smoke_pretrain(spec: PretrainSpec, seed: int, data: SmokeData) -> dict[str,
            "source": data.source(spec.source)}
     if spec.real_mix is not None:
         out["real_mix"] = {**out["real_mix"], "dataset": data.dataset(spec.real_mix.dataset)}
+        out["loader"] = _streaming(spec.loader)
     return out
+
+
+def _streaming(loader) -> dict[str, Any]:
+    """The loader, streaming real videos where the full run would: a handful of videos fits any cache, but a
+    paper-scale dataset does not (loader.cache auto streams it), so the smoke exercises the streaming path."""
+    data = loader.model_dump(mode="json")
+    return {**data, "cache": "stream"} if data["cache"] == "auto" else data
 
 
 def _smoke_finetune(spec: FinetuneSpec, seed: int, data: SmokeData) -> dict[str, Any]:
     """The fine-tuning for 1 epoch of small steps on a handful of videos, tested with the spec's views."""
-    return {**spec.model_dump(mode="json"), "epochs": 1, "batch_size": smoke_batch(spec.accum_steps),
-            "warmup_epochs": 0, "seed": seed, "threads": None, "dataset": data.dataset(spec.dataset)}
+    out = {**spec.model_dump(mode="json"), "epochs": 1, "batch_size": smoke_batch(spec.accum_steps),
+           "warmup_epochs": 0, "seed": seed, "threads": None, "dataset": data.dataset(spec.dataset)}
+    if isinstance(spec.dataset, VideoDatasetSpec):
+        out["loader"] = _streaming(spec.loader)
+    return out
 
 
 def _first_seen(keys: list[str]) -> dict[str, int]:
