@@ -65,15 +65,20 @@ def interleaved(runs: dict[str, Callable[[], None]], batch: int, steps: int, rep
     return rates
 
 
-def main() -> None:
-    """Parse flags, measure, print a table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+def timing_parser(description: str, presets: list[str]) -> argparse.ArgumentParser:
+    """The flags every step-timing bench takes: presets, batch, steps, repetitions, threads."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--presets", nargs="+", default=presets)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed repetition")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median reported)")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    """Parse flags, measure, print a table."""
+    args = timing_parser(__doc__.splitlines()[0], ["tiny", "small"]).parse_args()
     torch.set_num_threads(args.threads)
     # A fresh Inductor cache (read when the first compile starts): the first compile is cold, as on a new machine.
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="pmgflow-inductor-")

@@ -7,24 +7,18 @@ both (counted on the meta device) for the share of the step that decoder masking
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
-from compile_speed import interleaved, pretrain_step
+from compile_speed import interleaved, pretrain_step, timing_parser
 
 from pmgflow.model.flops import preset_flops_per_clip
 
 
 def main() -> None:
     """Parse flags, measure, print a table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["small"])
+    parser = timing_parser(__doc__.splitlines()[0], ["small"])
     parser.add_argument("--ratio", type=float, default=0.5, help="decoder mask ratio against 0")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3, help="steps per timed repetition")
-    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median reported)")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.reps} x {args.steps} steps, "

@@ -56,19 +56,83 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+# Spec files are small: anything larger, deeper or more repetitive than this is a mistake or an attack.
+MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_NODES = 100_000  # values after expanding every alias (a "billion laughs" file expands to 10^9)
+MAX_SPEC_DEPTH = 64
+MINIMAL_SPEC = "e.g. `epochs: 10` (every field has a default: `pmgflow schema pretrain` lists them)"
+
+
+def _check_nodes(node: yaml.Node, path: Path) -> None:
+    """Refuse a recursive alias, nesting deeper than MAX_SPEC_DEPTH or more than MAX_SPEC_NODES values expanded."""
+    sizes: dict[int, int] = {}  # expanded size of each node already measured (aliases share node objects)
+    open_nodes: set[int] = set()
+
+    def size(n: yaml.Node, depth: int) -> int:
+        if depth > MAX_SPEC_DEPTH:
+            raise SpecError(f"{path}: nested deeper than {MAX_SPEC_DEPTH} levels")
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if id(n) in open_nodes:
+            raise SpecError(f"{path}: an alias refers to a node that contains it (recursive alias)")
+        open_nodes.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(v, depth + 1) for v in n.value)
+        else:
+            total = 1
+        open_nodes.discard(id(n))
+        if total > MAX_SPEC_NODES:
+            raise SpecError(f"{path}: more than {MAX_SPEC_NODES} values once its aliases are expanded "
+                            "(an alias bomb?)")
+        sizes[id(n)] = total
+        return total
+
+    size(node, 0)
+
+
+def _load(text: str, path: Path) -> Any:
+    """Compose the node graph, check it, then build the Python data (None for an empty document)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or bad YAML raises SpecError naming the file."""
+    """Read a YAML mapping safely; a missing, oversized, binary, empty, recursive or bad file raises SpecError.
+
+    Only plain YAML (safe loader); the node graph is measured before any Python object is built, so an alias
+    bomb or a self-referencing alias is refused in milliseconds.
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: {path.stat().st_size} bytes; a spec file is at most {MAX_SPEC_BYTES} bytes")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); is it a binary file?") from None
+    if "\x00" in text:
+        raise SpecError(f"{path}: contains NUL characters; is it a binary file?")
+    try:
+        data = _load(text, path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise SpecError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    except (RecursionError, ValueError, OverflowError) as exc:  # odd scalars (huge dates, ints) the loader rejects
+        raise SpecError(f"{path}: cannot be read as YAML: {type(exc).__name__}: {exc}") from None
     if data is None:
-        data = {}
+        raise SpecError(f"{path}: empty spec; write at least one field, {MINIMAL_SPEC}")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
     return data

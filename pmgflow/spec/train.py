@@ -83,6 +83,8 @@ class PretrainSpec(OptimSpec):
             except ValidationError:
                 return data  # the field validation reports it, with its path
             pmg = data.get("pmg", {})
+            if not isinstance(pmg, (Spec, dict, type(None))):
+                return data  # not a mapping: the field validation reports it, with its path
             pmg = pmg.model_dump() if isinstance(pmg, Spec) else dict(pmg or {})
             for key, value in (("frames", model.frames), ("size", model.img_size)):
                 if pmg.setdefault(key, value) != value:
