@@ -146,11 +146,16 @@ def _first_seen(keys: list[str]) -> dict[str, int]:
     return {key: i for i, key in enumerate(dict.fromkeys(keys))}
 
 
-def smoke_resources(res: Resources, gpus: int | None) -> Resources:
-    """One CPU per trial; the spec's GPUs, at most `gpus` (None: as the spec asks, e.g. on a cluster)."""
+def smoke_resources(res: Resources, gpus: int | None, cpus: int | None = 1) -> Resources:
+    """The spec's CPUs and GPUs per trial, at most `cpus` and `gpus` (None: as the spec asks, e.g. on a cluster).
+
+    Locally a trial gets up to all of this machine's CPUs, so paper-size trials run one at a time: two ViT-B
+    trials side by side (model, optimizer, test views and loader workers each) outgrew 24 GB of memory.
+    """
     gpu = res.gpu if gpus is None else min(res.gpu, gpus)
+    cpu = res.cpu if cpus is None else min(res.cpu, cpus)
     workers = min(res.workers, max(int(gpu), 1)) if res.workers and gpu else res.workers
-    return Resources(cpu=1, gpu=gpu, workers=workers)
+    return Resources(cpu=cpu, gpu=gpu, workers=workers)
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,7 @@ class SmokePlan:
     data: SmokeData
 
 
-def smoke_sweep(sweep: Sweep, data_dir: Path, gpus: int | None = 0) -> SmokePlan:
+def smoke_sweep(sweep: Sweep, data_dir: Path, gpus: int | None = 0, cpus: int | None = 1) -> SmokePlan:
     """The smoke of a loaded sweep: every trial shrunk to a couple of steps, each reading data under data_dir.
 
     Capping epochs would make trials alike (200 and 800 epochs both become 1): each distinct pre-training and
@@ -185,7 +190,7 @@ def smoke_sweep(sweep: Sweep, data_dir: Path, gpus: int | None = 0) -> SmokePlan
         raise SpecError(f"{sweep.source}: two trials have the same smoke spec; report this as a pmgflow bug")
     spec = sweep.spec
     updates = {"name": f"{spec.name}-smoke", "description": f"Smoke run of {sweep.source}: {spec.description}",
-               "resources": smoke_resources(spec.resources, gpus), "max_failures": 0,
+               "resources": smoke_resources(spec.resources, gpus, cpus), "max_failures": 0,
                "tracking": {"experiment": f"{spec.experiment}-smoke"}}
     smoke_spec = spec.model_validate({**spec.model_dump(), **updates,
                                       "resources": updates["resources"].model_dump()})
@@ -248,7 +253,8 @@ def local_gpus(address: str | None) -> int | None:
 
 def plan_smoke(path: str | Path, places: SmokePlaces, address: str | None = None) -> SmokePlan:
     """Load a sweep file and make its smoke plan (nothing is written)."""
-    return smoke_sweep(load(path), places.data, local_gpus(address))
+    return smoke_sweep(load(path), places.data, local_gpus(address),
+                       None if address is not None else len(os.sched_getaffinity(0)))
 
 
 @contextlib.contextmanager
