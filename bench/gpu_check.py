@@ -91,6 +91,7 @@ def peak_flops(device: torch.device) -> dict:
 def pretrain_steps(device: torch.device, preset: str, batch: int, steps: int, peak: float) -> dict:
     """Pre-training throughput and MFU, and the PMG's share of a step."""
     from pmgflow.data.images import random_resized_crop
+    from pmgflow.data.store import store_size
     from pmgflow.model.flops import preset_flops_per_clip
     from pmgflow.pmg.generator import PseudoMotionGenerator
     from pmgflow.spec.pmg import PMGSpec
@@ -105,7 +106,8 @@ def pretrain_steps(device: torch.device, preset: str, batch: int, steps: int, pe
     frames, size = spec.model.frames, spec.model.img_size
     pmg = PseudoMotionGenerator(PMGSpec(transforms=["zoom", "affine"], augment={"kind": "mixup"}, frames=frames,
                                         size=size))
-    images = torch.randint(0, 256, (batch, 3, round(size * 1.25), round(size * 1.25)), dtype=torch.uint8,
+    stored = store_size(size)  # images are kept a little larger than the clips, as in pre-training
+    images = torch.randint(0, 256, (batch, 3, stored, stored), dtype=torch.uint8,
                            device=device)
     buffer = torch.empty(batch, 3, frames, size, size, device=device)
     g = torch.Generator().manual_seed(0)

@@ -224,7 +224,8 @@ def probe_videos(paths: Sequence[Path], threads: int = 8) -> dict[Path, Probe]:
             return f"{p}|missing"
 
     stamps = [stamp(p) for p in paths]
-    cached = cache_dir("probe") / f"{hashlib.sha1(chr(10).join(stamps).encode()).hexdigest()}.json"
+    key = hashlib.sha1("\n".join(stamps).encode()).hexdigest()
+    cached = cache_dir("probe") / f"{key}.json"
     if cached.is_file():
         data = json.loads(cached.read_text())
         return {p: Probe(**data[s]) for p, s in zip(paths, stamps)}
