@@ -184,7 +184,7 @@ def smoke_sweep(sweep: Sweep, data_dir: Path, gpus: int | None = 0, cpus: int | 
                "finetune": {name: _smoke_finetune(target, target_seeds[name][run_key(target)], data)
                             for name, target in t.spec.finetune.items()}}
         spec = validate_spec(TrialSpec, raw, f"{sweep.source}: smoke of trial {t.index} ({t.describe()})")
-        trials.append(Trial(t.index, t.values, t.labels, spec))
+        trials.append(Trial(t.index, t.values, t.labels, spec, t.seeds))
     hashes = [t.hash for t in trials]
     if len(set(hashes)) < len(hashes):
         raise SpecError(f"{sweep.source}: two trials have the same smoke spec; report this as a pmgflow bug")

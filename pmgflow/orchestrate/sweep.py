@@ -20,10 +20,11 @@ from pmgflow.errors import PmgflowError, SpecError
 from pmgflow.orchestrate import tracking
 from pmgflow.orchestrate.paper import TABLES
 from pmgflow.orchestrate.preflight import preflight
+from pmgflow.orchestrate.progress import SweepProgress, plan_trials
 from pmgflow.orchestrate.report import Table
 from pmgflow.orchestrate.trial import DRIVER_CPU, TrialContext, TrialPayload
 from pmgflow.paths import runs_dir
-from pmgflow.spec.sweep import Sweep, load_sweep
+from pmgflow.spec.sweep import Sweep, Trial, load_sweep
 
 Echo = Callable[[str], None]
 
@@ -43,14 +44,32 @@ def runs_root(runs: str | Path | None) -> Path:
 
 
 def _run_state(root: Path, stage: str, key: str) -> str:
+    """'done' (its result.json is there), 'partial' (a last.pt to resume from) or 'new'."""
     path = root / f"{stage}-{key}"
     return "done" if (path / "result.json").is_file() else "partial" if (path / "last.pt").is_file() else "new"
 
 
-def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
-    """The dry-run tables: trials (axis values, pre-training) and the pre-trainings they share."""
+def _trial_state(trial: Trial, root: Path) -> str:
+    """The runs column of a trial: 'pre done / ft 2/3 done, 1 partial' (fine-tuning: every target x seed).
+
+    A pre-trained trial's fine-tuning runs are keyed with their init, the pre-training's checkpoint under
+    this runs root, exactly as the trial sets it.
+    """
+    from pmgflow.orchestrate.trial import finetune_runs, pretrain_checkpoint
     from pmgflow.spec.sweep import run_key
 
+    key = trial.pretrain_key
+    init = None if key is None else pretrain_checkpoint(root, key)
+    ft = [_run_state(root, "finetune", run_key(spec))
+          for stages in finetune_runs(trial.spec, init, trial.seeds).values() for spec in stages.values()]
+    done, partial = ft.count("done"), ft.count("partial")
+    ft_state = (f"ft {ft[0]}" if len(ft) == 1 else
+                f"ft {done}/{len(ft)} done" + (f", {partial} partial" if partial else ""))
+    return " / ".join(([f"pre {_run_state(root, 'pretrain', key)}"] if key else []) + [ft_state])
+
+
+def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
+    """The dry-run tables: trials (axis values, pre-training, state of their runs) and the pre-trainings they share."""
     names = sweep.spec.axis_names
     shared = sweep.pretrainings()
     rows = []
@@ -59,14 +78,11 @@ def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
         others = [i for i in shared.get(key, []) if i != t.index] if key else []
         pre = "scratch" if key is None else key + (f" (shared with {', '.join(map(str, others))})" if others else "")
         targets = ", ".join(f"{n} ({s.dataset.kind}, {s.epochs} ep)" for n, s in t.spec.finetune.items())
-        states = [_run_state(root, "pretrain", key)] if key else []
-        for target in t.spec.finetune.values():
-            if key is None:
-                states.append(_run_state(root, "finetune", run_key(target)))
-        rows.append([t.index, *[t.labels[n] for n in names], pre, targets, "/".join(states) or "new"])
-    res = sweep.spec.resources
+        rows.append([t.index, *[t.labels[n] for n in names], pre, targets, _trial_state(t, root)])
+    res, seeds = sweep.spec.resources, sweep.spec.seeds
     trials = Table(f"{sweep.spec.name}: {len(sweep.trials)} trial(s), each {res.cpu:g} CPU and {res.gpu:g} GPU"
-                   + (f", {res.num_workers} data-parallel workers" if res.num_workers > 1 else ""),
+                   + (f", {res.num_workers} data-parallel workers" if res.num_workers > 1 else "")
+                   + (f"; each target fine-tuned with seeds {', '.join(map(str, seeds))}" if seeds else ""),
                    ["#", *names, "pre-training", "fine-tuning", "runs"], rows)
     pre_rows = []
     for key, indices in shared.items():
@@ -116,36 +132,28 @@ def check_resources(sweep: Sweep, local: bool, echo: Echo) -> None:
     echo(f"[yellow]warning:[/] {message}; trials wait until the cluster has them")
 
 
-def _progress_callback(sweep: Sweep, positions: list[int], echo: Echo):
+def _progress_callback(progress: SweepProgress, positions: list[int]):
+    """A Tune callback that hands each trial's start, reports, end and failure to the sweep's progress
+    (Tune's own tables are off); `positions[config index]` is the trial's index in the sweep."""
     from ray.tune import Callback
-    from rich.markup import escape
 
-    class Progress(Callback):
-        """One line per trial start, end and error (Tune's own tables are off)."""
-
-        def __init__(self):
-            self.started: dict[str, float] = {}
-            self.done = 0
-
-        def _trial(self, trial):
-            return sweep.trials[positions[trial.config["index"]]]
-
+    class Forward(Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.started[trial.trial_id] = time.monotonic()
-            echo(f"[bold]trial {self._trial(trial).index}[/] ({escape(self._trial(trial).describe())}) started")
+            progress.start(positions[trial.config["index"]])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            progress.result(positions[trial.config["index"]], result)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
-            seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
-            top = ", ".join(f"{k} {v:.1f}" for k, v in (trial.last_result or {}).items() if k.startswith("top1."))
-            echo(f"[green]trial {self._trial(trial).index} finished[/] in {seconds:.0f} s ({self.done}/{len(positions)})"
-                 + (f": {top}" if top else ""))
+            progress.complete(positions[trial.config["index"]], trial.last_result)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            progress.retry(positions[trial.config["index"]])
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self.done += 1
-            echo(f"[red]trial {self._trial(trial).index} failed[/] ({self.done}/{len(positions)}); see its status below")
+            progress.error(positions[trial.config["index"]])
 
-    return Progress()
+    return Forward()
 
 
 def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> tuple[dict[int, str], list[int]]:
@@ -162,6 +170,7 @@ def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> t
     # A data-parallel trial's own process only drives its TorchTrainer, whose workers ask for the resources.
     resources = {"cpu": res.cpu, "gpu": res.gpu} if res.num_workers == 1 else {"cpu": DRIVER_CPU}
     fn = tune.with_resources(tune.with_parameters(trainable, payloads=payloads, context=asdict(ctx)), resources)
+    progress = SweepProgress(plan_trials(pending, Path(ctx.root)), echo)
     concurrent = None
     if res.num_workers > 1:  # Tune cannot see the workers' needs: cap the trials to what the cluster holds
         import ray
@@ -173,9 +182,11 @@ def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> t
                   tune_config=TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
                   run_config=RunConfig(name=f"{sweep.spec.name}-{sweep.hash}", storage_path=str(Path(ctx.root) / "tune"),
                                        failure_config=FailureConfig(max_failures=sweep.spec.max_failures), verbose=0,
-                                       callbacks=[_progress_callback(sweep, [t.index for t in pending], echo)]))
+                                       callbacks=[_progress_callback(progress, [t.index for t in pending])]))
     errors, done = {}, set()
-    for result in tuner.fit():
+    with progress:  # the live view ends with the trials, however they end (Ctrl-C, an error)
+        results = tuner.fit()
+    for result in results:
         if result.config is None:  # a trial an interrupt stopped before it started
             continue
         index = pending[result.config["index"]].index
@@ -231,7 +242,8 @@ def run_sweep(path: str | Path | Sweep, *, address: str | None = None, tracking_
     if len(skipped) < len(children):
         root = runs_root(runs)
         res = sweep.spec.resources
-        ctx = TrialContext(str(root), uri, res.cpu, res.gpu, res.num_workers)
+        ctx = TrialContext(str(root), uri, res.cpu, res.gpu, res.num_workers,
+                           tuple(sweep.spec.seeds) if sweep.spec.seeds else None)
         try:
             with ray_session(address, cpus) as local:
                 lap("ray")

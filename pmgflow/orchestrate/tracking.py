@@ -26,6 +26,10 @@ LABELS, TABLE, AXES, TARGETS, ERROR, NODE, PRETRAIN_KEY = ("pmgflow.labels", "pm
                                                            "pmgflow.targets", "pmgflow.error", "pmgflow.node",
                                                            "pmgflow.pretrain_key")
 PARENT = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment by its kind: the runs table for model training, the GenAI overview and
+# traces otherwise (and it guesses GenAI when the tag is missing).
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+SEEDS = "pmgflow.seeds"  # a trial's fine-tuning seeds (JSON list), when its sweep has seeds
 MAX_PARAMS_PER_BATCH = 100
 MAX_ERROR = 4000
 INTERRUPTED = "interrupted before it finished; run the sweep again to resume it"
@@ -158,11 +162,14 @@ class SweepTracker:
         name = self.sweep.spec.experiment
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            kind = found.tags.get(EXPERIMENT_KIND, "")
+            if not kind or kind.startswith("genai"):  # made by an older pmgflow, or guessed: a kind the user chose stays
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:///"):  # artifacts beside the database, not in whatever cwd a worker has
             location = (Path(self.uri[len("sqlite:///"):]).parent / "mlruns").as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
 
     def _parent(self) -> str:
         sweep = self.sweep

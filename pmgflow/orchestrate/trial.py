@@ -34,6 +34,7 @@ class TrialContext:
     cpus: float
     gpus: float
     workers: int
+    seeds: tuple[int, ...] | None = None  # fine-tuning seeds (None: each target's own seed, once)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,11 @@ def pmg_preview_gif(spec: PretrainSpec, path: Path, clips: int = 4) -> Path:
 
 
 def _epoch_callback(log: TrialLogger | None, stage: str, report: Report | None):
+    """The on_epoch of one stage (logs to MLflow, reports to Tune); it is made as the stage begins, so the
+    stage's start is reported here (the sweep's progress shows it before the first epoch ends)."""
+    if report is not None:
+        report({"stage": stage, "event": "start"})
+
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         if log is not None:
             log.log_epoch(stage, epoch, metrics)
@@ -190,8 +196,28 @@ def write_artifacts(spec: TrialSpec, runs: dict[str, dict[str, Any]], log: Trial
             log.log_artifact(pmg_preview_gif(spec.pretrain, Path(tmp) / "pmg_preview.gif"))
 
 
+def pretrain_checkpoint(root: Path, key: str) -> Path:
+    """The checkpoint the pre-training of run key `key` leaves under the runs root (its run dir's model.pt)."""
+    return root / f"pretrain-{key}" / "model.pt"
+
+
+def finetune_runs(spec: TrialSpec, init: Path | None,
+                  seeds: tuple[int, ...] | list[int] | None) -> dict[str, dict[str, FinetuneSpec]]:
+    """The fine-tuning runs of a trial: target -> {stage: spec}, each from `init`; one stage per seed
+    (`<target>.seed<k>`, the spec's seed set to k) when the sweep has seeds, else the target's own spec once."""
+    runs = {}
+    for name, target in spec.finetune.items():
+        target = target.model_copy(update={"init": init})
+        runs[name] = ({f"{name}.seed{s}": target.model_copy(update={"seed": s}) for s in seeds} if seeds
+                      else {name: target})
+    return runs
+
+
 def run_trial(payload: TrialPayload, ctx: TrialContext, report: Report | None = None) -> dict[str, float]:
     """Run one trial end to end, logging into its MLflow child run; returns its summary metrics."""
+    from pmgflow.orchestrate.stats import is_seed_metric, target_metrics
+    from pmgflow.orchestrate.tracking import SEEDS
+
     _set_threads(ctx.cpus)
     spec = TrialSpec.model_validate(payload.spec)
     log = TrialLogger(ctx.tracking_uri, payload.run_id)
@@ -202,21 +228,25 @@ def run_trial(payload: TrialPayload, ctx: TrialContext, report: Report | None = 
         if not spec.scratch:
             runs["pretrain"] = pretrain_stage(spec.pretrain, ctx, log, report)
             init = Path(runs["pretrain"]["checkpoint"])
+        if ctx.seeds:
+            log.client.set_tag(log.run_id, SEEDS, json.dumps(list(ctx.seeds)))
         summary: dict[str, float] = {}
-        for name, target in spec.finetune.items():
-            target = target.model_copy(update={"init": init})
-            if ctx.workers > 1:
-                import ray
+        for name, stages in finetune_runs(spec, init, ctx.seeds).items():
+            for stage, target in stages.items():  # each seed is a run of its own: finished ones are reused
+                if ctx.workers > 1:
+                    import ray
 
-                cpus, _ = worker_resources(ctx)
-                # "DEFAULT": outside the trial's placement group (it holds only the driver's sliver of CPU)
-                task = ray.remote(_remote_finetune).options(num_cpus=cpus * ctx.workers, num_gpus=min(ctx.gpus, 1),
-                                                            scheduling_strategy="DEFAULT")
-                runs[name] = ray.get(task.remote(name, target.model_dump(mode="json"), asdict(ctx), payload.run_id))
-            else:
-                runs[name] = finetune_target(name, target, ctx, log, report)
-            summary[f"top1.{name}"] = runs[name]["top1"]
-            summary[f"top1_single.{name}"] = runs[name]["top1_single"]
+                    cpus, _ = worker_resources(ctx)
+                    # "DEFAULT": outside the trial's placement group (it holds only the driver's sliver of CPU)
+                    task = ray.remote(_remote_finetune).options(num_cpus=cpus * ctx.workers, num_gpus=min(ctx.gpus, 1),
+                                                                scheduling_strategy="DEFAULT")
+                    runs[stage] = ray.get(task.remote(stage, target.model_dump(mode="json"), asdict(ctx),
+                                                      payload.run_id))
+                else:
+                    runs[stage] = finetune_target(stage, target, ctx, log, report)
+            metrics = target_metrics(name, [runs[stage] for stage in stages], ctx.seeds)
+            log.log(metrics, step=spec.finetune[name].epochs)
+            summary.update({k: v for k, v in metrics.items() if not is_seed_metric(k)})
         if "pretrain" in runs:
             summary["pretrain_seconds"] = runs["pretrain"].get("seconds") or 0.0
             log.log({"pretrain_seconds": summary["pretrain_seconds"]}, step=0)

@@ -166,6 +166,11 @@ class SweepSpec(Spec):
     resources: Resources = Field(default_factory=Resources, description="Ray resources per trial.")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow settings.")
     max_failures: int = Field(0, ge=0, description="Retries of a failed trial (it resumes from its checkpoint).")
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, min_length=1, description="Fine-tuning seeds: each target of a trial is fine-tuned once per seed "
+        "(its `seed` set to it), all from the trial's one pre-training; the table shows the mean over seeds with "
+        "its sample std. Default: one run per target with its own `seed` (the table shows a bootstrap 95 % "
+        "interval over test videos).")
     table: TableSpec = Field(default_factory=TableSpec, description="The report's ablation table.")
 
     @model_validator(mode="after")
@@ -176,6 +181,8 @@ class SweepSpec(Spec):
             raise ValueError(f"axes share the name {', '.join(dup)}: give each a distinct `name`")
         if self.table.row is not None and self.table.row not in names:
             raise ValueError(f"table.row {self.table.row!r} is not an axis name ({', '.join(names) or 'no axes'})")
+        if self.seeds is not None and len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds {self.seeds} repeat a seed: give each seed once")
         return self
 
     @property
@@ -319,12 +326,14 @@ class Trial:
     values: dict[str, Any]
     labels: dict[str, str]
     spec: TrialSpec
+    seeds: tuple[int, ...] | None = None  # the sweep's fine-tuning seeds (None: each target's own seed, once)
 
     @property
     def hash(self) -> str:
         """Content hash of the trial (finds its MLflow child run on a re-run); threads and device do not count."""
-        return spec_hash({"pretrain": run_key(self.spec.pretrain),
-                          "finetune": {name: run_key(t) for name, t in self.spec.finetune.items()}})
+        content = {"pretrain": run_key(self.spec.pretrain),
+                   "finetune": {name: run_key(t) for name, t in self.spec.finetune.items()}}
+        return spec_hash(content | ({"seeds": list(self.seeds)} if self.seeds else {}))
 
     @property
     def pretrain_key(self) -> str | None:
@@ -378,7 +387,7 @@ def expand_trials(spec: SweepSpec, source: str) -> list[Trial]:
                 except ValueError as exc:
                     raise SpecError(f"{source}: trial {index} ({where}): axes.{a} path {part.path!r}: {exc}") from None
         trial_spec = validate_spec(TrialSpec, raw, f"{source}: trial {index} ({where})")
-        trials.append(Trial(index, values, labels, trial_spec))
+        trials.append(Trial(index, values, labels, trial_spec, tuple(spec.seeds) if spec.seeds else None))
     return trials
 
 

@@ -61,30 +61,32 @@ def clip_shape(model: VideoViT) -> tuple[int, int]:
 
 @torch.no_grad()
 def evaluate(model: VideoViT, loader: DataLoader, device: torch.device,
-             progress: StepProgress | None = None) -> dict[str, float]:
-    """Top-1 of the centre view alone and of all views (softmax averaged), in percent.
+             progress: StepProgress | None = None) -> dict[str, Any]:
+    """Top-1 of the centre view alone and of all views (softmax averaged), in percent, and which test videos
+    each got right (`correct_single`, `correct`: 0/1 per video in the test set's order, for a bootstrap interval).
 
-    Counts stay on the device and are read once at the end (no host synchronisation per batch).
+    Hits stay on the device and are read once at the end (no host synchronisation per batch).
     """
     model.eval()
     data: ClipDataset = loader.dataset
     centre = (data.segments // 2) * data.crops + data.crops // 2
-    single = torch.zeros((), dtype=torch.long, device=device)
-    multi = torch.zeros_like(single)
-    total = 0
+    single: list[torch.Tensor] = []
+    multi: list[torch.Tensor] = []
     for views, labels in loader:
         b, v = views.shape[:2]
         with autocast(device):
             logits = model(to_device(views.flatten(0, 1), device))
         probs = logits.float().softmax(-1).view(b, v, -1)
         labels = labels.to(device, non_blocking=True)
-        single += (probs[:, centre].argmax(-1) == labels).sum()
-        multi += (probs.mean(1).argmax(-1) == labels).sum()
-        total += b
+        single.append(probs[:, centre].argmax(-1) == labels)
+        multi.append(probs.mean(1).argmax(-1) == labels)
         if progress:
-            progress(0, info=f"testing {total}/{len(data)}")
-    total = max(total, 1)
-    return {"top1": 100 * int(multi) / total, "top1_single": 100 * int(single) / total}
+            progress(0, info=f"testing {sum(len(s) for s in single)}/{len(data)}")
+    hits = {name: (torch.cat(h).int().tolist() if h else []) for name, h in (("correct", multi),
+                                                                           ("correct_single", single))}
+    total = max(len(hits["correct"]), 1)
+    return {"top1": 100 * sum(hits["correct"]) / total, "top1_single": 100 * sum(hits["correct_single"]) / total,
+            **hits}
 
 
 def finetune(spec: FinetuneSpec, *, root: Path | None = None, on_epoch: EpochCallback | None = None,
@@ -155,7 +157,8 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
 
         metrics = run_steps("finetune", epoch, steps, spec, model, optimizer, scheduler, micro_loss, run, progress)
         if spec.eval_every and (epoch + 1) % spec.eval_every == 0 and epoch + 1 < spec.epochs:
-            metrics.update(evaluate(model, test_loader, device))
+            tested = evaluate(model, test_loader, device)
+            metrics.update(top1=tested["top1"], top1_single=tested["top1_single"])
         return metrics
 
     history = fit(run, model, optimizer, spec.epochs, spec.seed, train_epoch, on_epoch)

@@ -2,6 +2,7 @@
 pre-training, one from scratch and one that fails; then the report, and a re-run that skips what finished."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -9,6 +10,7 @@ from typer.testing import CliRunner
 from pmgflow.cli import app
 from pmgflow.orchestrate import tracking
 from pmgflow.orchestrate.report import as_rows, load_record, ablation_table
+from pmgflow.orchestrate.stats import read_estimate
 from pmgflow.spec.sweep import load_sweep
 
 from .conftest import tiny_sweep
@@ -50,6 +52,13 @@ def test_sweep_runs_every_trial_and_reports_the_failed_one(swept):
     assert "NotADirectoryError" in error or "Not a directory" in error
     # the printed table carries the failure, the good rows their numbers
     assert "| broken | – | FAILED: " in result.stdout and "| pmg | " in result.stdout
+    # off a terminal, the progress is one plain line per stage start and per epoch (the shared pre-training
+    # runs in one of the trials 0, 1, 3; the others reuse it)
+    assert "trial 2 (setting=scratch) fine-tuning actions starting (1 epoch)" in result.output
+    assert re.search(r"trial 2 \(setting=scratch\) fine-tuning actions epoch 1/1 loss \d+\.\d{4} \d+ clips/s, "
+                     r"trial eta 0s; sweep \d+/\d+ epochs, [0-3]/4 trials, eta \S+\n", result.output)
+    assert re.search(r"trial [013] \(setting=[\w-]+\) pre-training epoch 1/1 loss \d+\.\d{4} \d+ clips/s", result.output)
+    assert "trial 3 failed; retrying it" in result.output and "trial 3 failed (4/4)" in result.output
 
 
 def test_parent_and_child_runs_carry_spec_params_metrics_and_artifacts(swept):
@@ -73,7 +82,8 @@ def test_parent_and_child_runs_carry_spec_params_metrics_and_artifacts(swept):
     assert [m.step for m in history] == [0]
     assert [m.step for m in client.get_metric_history(pmg.info.run_id, "finetune_loss.actions")] == [0]
     assert [m.step for m in client.get_metric_history(pmg.info.run_id, "top1.actions")] == [1]  # step = epochs
-    assert {"pretrain_lr", "pretrain_clips_per_s", "finetune_lr.actions", "top1_single.actions"} <= set(pmg.data.metrics)
+    assert {"pretrain_lr", "pretrain_clips_per_s", "finetune_lr.actions", "top1_single.actions", "top1_lo.actions",
+            "top1_hi.actions", "classes.actions", "test_videos.actions"} <= set(pmg.data.metrics)
     assert "pretrain_loss" not in scratch.data.metrics
     assert {a.path for a in client.list_artifacts(pmg.info.run_id)} == {"trial.yaml", "loss_curves.png",
                                                                        "pmg_preview.gif"}
@@ -98,13 +108,16 @@ def test_report_values_are_the_logged_metrics(swept):
     rows = as_rows(table)
     assert [r["setting"] for r in rows] == LABELS
     for row, child in zip(rows[:3], children[:3]):
-        assert row["top1 actions"] == child.data.metrics["top1.actions"]
+        assert row["top1 actions"].value == child.data.metrics["top1.actions"]
+        assert row["top1 actions"].lo == child.data.metrics["top1_lo.actions"]
     assert rows[3]["top1 actions"] is None and rows[3]["status"].startswith("FAILED: ")
     result = runner.invoke(app, ["report", "tiny", "--tracking-uri", swept["uri"], "--out", str(swept["tmp"] / "rep")])
     assert result.exit_code == 0, result.output
-    assert f"| pmg | {children[0].data.metrics['top1.actions']:.1f} | ok |" in result.stdout
+    cell = read_estimate(children[0].data.metrics, "top1", "actions").format()
+    assert f"| pmg | {cell} | ok |" in result.stdout and "bootstrap 95 % interval over the 6 test videos" in result.stdout
     csv_rows = (swept["tmp"] / "rep" / "tiny.csv").read_text().splitlines()
-    assert csv_rows[0] == "setting,top1 actions,status"
+    assert csv_rows[0] == ("setting,top1 actions,top1 actions lo,top1 actions hi,top1 actions std,top1 actions n,"
+                           "top1 actions per seed,status")
     assert float(csv_rows[1].split(",")[1]) == children[0].data.metrics["top1.actions"]
     assert (swept["tmp"] / "rep" / "tiny.png").stat().st_size > 1000
     result = runner.invoke(app, ["report", "no-such-sweep", "--tracking-uri", swept["uri"]])

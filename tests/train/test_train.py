@@ -116,6 +116,10 @@ def test_finetune_from_pretrained_and_from_scratch(tmp_path):
     for r in (tuned, scratch):
         assert 0 <= r["top1"] <= 100 and 0 <= r["top1_single"] <= 100
         assert (r["classes"], r["train_videos"], r["test_videos"]) == (3, 12, 6)
+        # which test videos each view got right, for the bootstrap interval of the report
+        assert len(r["correct"]) == len(r["correct_single"]) == 6 and set(r["correct"]) <= {0, 1}
+        assert r["top1"] == pytest.approx(100 * sum(r["correct"]) / 6)
+        assert r["top1_single"] == pytest.approx(100 * sum(r["correct_single"]) / 6)
     assert tuned["init"].endswith("model.pt") and scratch["init"] == "scratch"
     assert tuned["run_dir"] != scratch["run_dir"]
     # the pre-trained encoder was loaded: only its final norm is unused (mean pooling + fc_norm replace it,
