@@ -69,7 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pmgflow-bench-") as tmp:
         tmp = Path(tmp)
         os.environ.setdefault("PMGFLOW_CACHE", str(tmp / "cache"))
-        from pmgflow.data.actions import ensure_actions_dataset
+        from pmgflow.data.embedded import ensure_embedded_dataset
         from pmgflow.data.images import load_image_source
         from pmgflow.orchestrate.sweep import load, run_sweep
         from pmgflow.spec.data import ActionsDatasetSpec, FractalSource
@@ -78,7 +78,7 @@ def main() -> None:
         path = sweep_file(tmp, args.trials, args.epochs)
         sweep = load(path)
         load_image_source(FractalSource(**{k: v for k, v in SOURCE.items() if k != "kind"}), 20)  # warm caches
-        ensure_actions_dataset(ActionsDatasetSpec(**ACTIONS))
+        ensure_embedded_dataset(ActionsDatasetSpec(**ACTIONS))
 
         direct(load(sweep_file(tmp / "warm", 1, 1)), tmp / "runs-warm")  # first-call costs out of the way
         before = direct(sweep, tmp / "runs-direct-1")

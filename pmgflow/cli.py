@@ -127,30 +127,39 @@ def finetune(
     finetune_job(spec, init, out)
 
 
-@data_app.command("actions")
-@user_errors
-def data_actions(
-    out: Annotated[Path, typer.Option(help="Dataset root to write (UCF101 layout).")],
-    classes: Annotated[int, typer.Option(min=2, max=12, help="Number of actions.")] = 10,
-    train_per_class: Annotated[int, typer.Option(min=1, help="Training videos per action.")] = 100,
-    test_per_class: Annotated[int, typer.Option(min=1, help="Test videos per action.")] = 30,
-    frames: Annotated[int, typer.Option(min=4, help="Frames per video.")] = 32,
-    size: Annotated[int, typer.Option(min=16, help="Frame size.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-):
-    """Render the embedded action-recognition set (articulated figures) to disk in the UCF101 layout."""
-    from pmgflow.jobs import actions_job
+def _embedded_command(kind: str, what: str) -> None:
+    """Register `pmgflow data KIND`: render an embedded set to disk in the UCF101 layout."""
 
-    root = actions_job(out=out, classes=classes, train_per_class=train_per_class, test_per_class=test_per_class,
-                       frames=frames, size=size, seed=seed)
-    console.print(f"wrote the action set to [bold]{root}[/]")
+    def command(
+        out: Annotated[Path, typer.Option(help="Dataset root to write (UCF101 layout).")],
+        classes: Annotated[int, typer.Option(min=2, max=12, help="Number of classes (the first N).")] = 10,
+        train_per_class: Annotated[int, typer.Option(min=1, help="Training videos per class.")] = 100,
+        test_per_class: Annotated[int, typer.Option(min=1, help="Test videos per class.")] = 30,
+        frames: Annotated[int, typer.Option(min=4, help="Frames per video.")] = 32,
+        size: Annotated[int, typer.Option(min=16, help="Frame size.")] = 64,
+        seed: Annotated[int, typer.Option(min=0, help="Seed.")] = 0,
+    ):
+        from pmgflow.jobs import embedded_job
+
+        root = embedded_job(kind, out=out, classes=classes, train_per_class=train_per_class,
+                            test_per_class=test_per_class, frames=frames, size=size, seed=seed)
+        console.print(f"wrote the {kind} set to [bold]{root}[/]")
+
+    command.__doc__ = f"Render the embedded {what} to disk in the UCF101 layout."
+    command.__name__ = f"data_{kind}"
+    data_app.command(kind)(user_errors(command))
+
+
+_embedded_command("actions", "action-recognition set (articulated figures)")
+_embedded_command("motions", "motion set (rigid shapes told apart by their trajectory)")
 
 
 @data_app.command("check")
 @user_errors
 def data_check(
-    spec: Annotated[Path, typer.Argument(help="A dataset spec YAML ({kind: ucf101|hmdb51|diving48|actions, root, "
-                                         "split}), or a fine-tuning spec (its `dataset` is checked).")],
+    spec: Annotated[Path, typer.Argument(help="A dataset spec YAML ({kind: ucf101|hmdb51|diving48, root, split} "
+                                         "or {kind: actions|motions, ...}), or a fine-tuning spec (its `dataset` "
+                                         "is checked).")],
     full: Annotated[bool, typer.Option(help="Decode every video whole (slower, finds more damage).")] = False,
 ):
     """Count videos per class and split, and list the files that cannot be read (exit 1 if any)."""
@@ -236,11 +245,15 @@ def sweep(
                                         "images and videos (generated where a dataset is missing), at the spec's "
                                         "model and clip size, into a throwaway runs root and MLflow store; then "
                                         "check that a re-run reuses every trial, and write the report.")] = False,
+    only: Annotated[Optional[list[str]], typer.Option("--only", metavar="AXIS=LABEL[,LABEL]", help="Run only the "
+                                                      "trials with these axis labels (repeatable: all must match), "
+                                                      "e.g. --only condition=scratch,static: one piece of a long "
+                                                      "sweep; the table shows every finished trial.")] = None,
 ):
     """Run an ablation sweep on Ray with MLflow tracking; finished trials are skipped, interrupted ones resume."""
     from pmgflow.jobs import sweep_job
 
-    code = sweep_job(spec, dry_run, address, tracking_uri, runs, cpus, out, smoke)
+    code = sweep_job(spec, dry_run, address, tracking_uri, runs, cpus, out, smoke, only)
     if code:
         raise typer.Exit(code)
 

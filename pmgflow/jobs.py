@@ -11,7 +11,7 @@ from pmgflow.errors import SpecError
 from pmgflow.spec.base import load_spec
 from pmgflow.spec.data import FolderSource, FractalSource
 from pmgflow.spec.pmg import PMGSpec
-from pmgflow.spec.data import ActionsDatasetSpec
+from pmgflow.spec.data import ActionsDatasetSpec, MotionsDatasetSpec
 from pmgflow.spec.train import FinetuneSpec, PretrainSpec
 
 
@@ -77,10 +77,12 @@ def export_fractal(out: Path, categories: int, per_category: int, size: int, see
 
 
 def pretrain_job(spec_path: Path, root: Path | None) -> dict:
-    """Load a pre-training spec, run it with a progress bar, print the summary."""
+    """Load a pre-training spec, check its inputs, run it with a progress bar, print the summary."""
+    from pmgflow.orchestrate.preflight import preflight_run
     from pmgflow.train.pretrain import pretrain
 
     spec = load_spec(PretrainSpec, spec_path)
+    preflight_run(spec, spec_path)
     with progress_bar("pre-training", None) as advance:
         result = pretrain(spec, root=root, progress=advance)
     summary_table(f"pre-training {spec_path}", result)
@@ -89,14 +91,15 @@ def pretrain_job(spec_path: Path, root: Path | None) -> dict:
 
 
 def finetune_job(spec_path: Path, init: Path | None, root: Path | None) -> dict:
-    """Load a fine-tuning spec (optionally overriding its init checkpoint), run it, print the summary."""
+    """Load a fine-tuning spec (optionally overriding its init checkpoint), check its checkpoint and data, run it,
+    print the summary."""
+    from pmgflow.orchestrate.preflight import preflight_run
     from pmgflow.train.finetune import finetune
 
     spec = load_spec(FinetuneSpec, spec_path)
     if init is not None:
-        if not init.is_file():
-            raise SpecError(f"--init {init}: checkpoint not found")
         spec = spec.model_copy(update={"init": init.resolve()})
+    preflight_run(spec, spec_path, init_field="--init" if init is not None else "init")
     with progress_bar("fine-tuning", None) as advance:
         result = finetune(spec, root=root, progress=advance)
     summary_table(f"fine-tuning {spec_path}", result)
@@ -104,13 +107,15 @@ def finetune_job(spec_path: Path, init: Path | None, root: Path | None) -> dict:
     return result
 
 
-def actions_job(out: Path, **fields) -> Path:
-    """Render the embedded action set into `out`."""
-    from pmgflow.data.actions import ensure_actions_dataset
+def embedded_job(kind: str, out: Path, **fields) -> Path:
+    """Render an embedded set ("actions" or "motions") into `out`."""
+    from pmgflow.data.embedded import ensure_embedded_dataset
+    from pmgflow.spec.base import validate_spec
 
-    spec = ActionsDatasetSpec(root=out, **fields)
-    with counter_bar("rendering actions") as update:
-        return ensure_actions_dataset(spec, progress=update)
+    cls = {"actions": ActionsDatasetSpec, "motions": MotionsDatasetSpec}[kind]
+    spec = validate_spec(cls, {"root": out, **fields}, f"pmgflow data {kind}")
+    with counter_bar(f"rendering {kind}") as update:
+        return ensure_embedded_dataset(spec, progress=update)
 
 
 # --- sweeps, reports, submission, MLflow UI (pmgflow.orchestrate) -------------------------------------------
@@ -121,7 +126,7 @@ def _echo(message: str) -> None:
 
 
 def sweep_job(spec_path: Path, dry_run: bool, address: str | None, tracking_uri: str | None, runs: Path | None,
-              cpus: int | None, out: Path | None, smoke: bool = False) -> int:
+              cpus: int | None, out: Path | None, smoke: bool = False, only: list[str] | None = None) -> int:
     """Dry-run (print the plan) or run a sweep (or its smoke) and print its ablation table; returns the exit code."""
     from pmgflow.orchestrate.sweep import load, plan_tables, run_sweep, runs_root
 
@@ -138,7 +143,8 @@ def sweep_job(spec_path: Path, dry_run: bool, address: str | None, tracking_uri:
         _echo(f"pre-flight: {checked} input(s) checked, {len(problems)} problem(s)"
               + (" (a run would stop here):\n" + "\n".join(problems) if problems else ""))
         return 0
-    outcome = run_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs=runs, cpus=cpus, echo=_echo)
+    outcome = run_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs=runs, cpus=cpus, echo=_echo,
+                        only=only)
     print(outcome.table.markdown())
     if out is not None:
         from pmgflow.orchestrate.report import load_record, write_report
@@ -231,21 +237,11 @@ def submit_job(spec_path: Path, address: str, tracking_uri: str | None, runs: Pa
 
 
 def ui_job(port: int, tracking_uri: str | None) -> int:
-    """Serve the MLflow UI for the tracking store on 127.0.0.1 until interrupted."""
-    import subprocess
-    import sys
-
+    """Serve the MLflow UI for the tracking store on 127.0.0.1 until stopped; returns the exit code."""
     from pmgflow.orchestrate.tracking import resolve_tracking_uri
+    from pmgflow.orchestrate.ui import serve
 
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise SpecError(f"{uri}: no MLflow database here yet; run `pmgflow sweep FILE` first (or pass --tracking-uri)")
-    _echo(f"MLflow UI for {uri} at [bold]http://127.0.0.1:{port}[/] (Ctrl+C stops it)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    try:
-        return subprocess.run(cmd).returncode
-    except KeyboardInterrupt:
-        return 0
+    return serve(resolve_tracking_uri(tracking_uri), port, echo=_echo)
 
 
 def dataset_spec_from(path: Path):

@@ -1,4 +1,4 @@
-"""The embedded downstream set: procedurally rendered actions of an articulated figure (no download).
+"""The embedded action set: procedurally rendered actions of an articulated figure (no download).
 
 Each video shows one figure (head, torso, upper and lower arms and legs as anti-aliased capsules) whose joint
 angles follow an action-specific function of a cycle phase. Body proportions, size, position, facing, speed,
@@ -6,33 +6,21 @@ phase, colours, the smooth low-contrast background and a small camera jitter are
 classes differ in motion rather than appearance (a cluttered high-contrast background made a similar set
 unlearnable at 32x32). Every cycle lasts about 10 to 16 frames: an 8-frame clip at stride 2 to 4 sees one.
 
-The set is written in the UCF101 layout (``videos/<Class>/v_<Class>_gNN_cMM.mp4``, ``splits/classInd.txt``,
-``trainlist01.txt``, ``testlist01.txt``) and indexed like UCF101; train and test videos come from disjoint seeds
-and disjoint groups.
+The set is written in the UCF101 layout and cached by :mod:`pmgflow.data.embedded` (:data:`ACTION_SET`, spec
+kind ``actions``), like the motion set, whose classes differ in the trajectory of a rigid object instead.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from pmgflow.data.decode import write_video
-from pmgflow.paths import cache_dir
-from pmgflow.spec.base import spec_hash
-from pmgflow.spec.data import ActionsDatasetSpec
+from pmgflow.data.embedded import EmbeddedSet, background, colour_near
 
 # Bump when the renderer changes: a cached set written by another version is rendered again.
 RENDER_VERSION = 1
-FPS = 25
-CLIPS_PER_GROUP = 5
-_MARKER = ".pmgflow-complete"
 
 # Ordered most distinct first: a spec with N classes takes the first N.
 ACTIONS = [
@@ -214,38 +202,6 @@ def _random_body(rng: np.random.Generator) -> dict[str, float]:
     return body
 
 
-def _colour_near(rng: np.random.Generator, luminance: float, chroma: float) -> np.ndarray:
-    """An RGB colour in [0, 1] of roughly the given luminance and a random hue."""
-    tint = rng.normal(size=3)
-    tint -= tint.mean()
-    return np.clip(luminance + chroma * tint / (np.abs(tint).max() + 1e-6), 0.0, 1.0)
-
-
-def _background(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, float]:
-    """Smooth low-contrast background (a gradient plus soft blobs), float32 (T, H, W, 3) in [0, 1], and its level.
-
-    `ys` (T, H) and `xs` (T, W) are the pixel coordinates (frame units) seen by each frame's camera. Every term is
-    a product of a function of y, one of x and an RGB vector, so the frames are one batched matrix product.
-    """
-    level = rng.uniform(0.25, 0.75)
-    angle = rng.uniform(0, 2 * np.pi)
-    ramp = rng.uniform(-0.12, 0.12, size=3)
-    ones_y, ones_x = np.ones_like(ys), np.ones_like(xs)
-    fy = [ones_y, ones_y, np.sin(angle) * ys]  # terms: base colour, gradient in x, gradient in y
-    fx = [ones_x, np.cos(angle) * xs, ones_x]
-    rgb = [_colour_near(rng, level, rng.uniform(0.0, 0.15)), ramp, ramp]
-    for _ in range(rng.integers(3, 7)):
-        cy, cx = rng.uniform(-0.2, 1.2, size=2)
-        sigma = rng.uniform(0.12, 0.35)
-        fy.append(np.exp(-((ys - cy) ** 2) / (2 * sigma**2)))
-        fx.append(np.exp(-((xs - cx) ** 2) / (2 * sigma**2)))
-        rgb.append(rng.uniform(-0.08, 0.08, size=3))
-    frames, height, width = len(ys), ys.shape[1], xs.shape[1]
-    left = np.einsum("kth,kc->thck", np.stack(fy), np.stack(rgb)).reshape(frames, height * 3, -1)
-    image = np.matmul(left.astype(np.float32), np.stack(fx, axis=-1).astype(np.float32).transpose(0, 2, 1))
-    return np.ascontiguousarray(image.reshape(frames, height, 3, width).transpose(0, 1, 3, 2)), level
-
-
 def _draw_capsule(image: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float, colour: np.ndarray) -> None:
     """Paint an anti-aliased capsule from a to b ((T, 2) pixel x, y per frame) over float (T, H, W, 3) in place."""
     _, height, width, _ = image.shape
@@ -287,7 +243,7 @@ def render_action(action: str, rng: np.random.Generator, frames: int, size: int)
     jitter = np.clip(np.cumsum(rng.normal(0, 0.25, size=(frames, 2)), axis=0), -1.5, 1.5)
 
     grid = (np.arange(size) + 0.5) / size
-    image, level = _background(rng, grid[None] - jitter[:, 1:] / size, grid[None] - jitter[:, :1] / size)
+    image, level = background(rng, grid[None] - jitter[:, 1:] / size, grid[None] - jitter[:, :1] / size)
 
     # Figure colours contrast with the background's mean luminance (lighter or darker, by chance).
     sign = 1.0 if level < 0.5 else -1.0
@@ -295,7 +251,7 @@ def render_action(action: str, rng: np.random.Generator, frames: int, size: int)
         sign = -sign
 
     def shade() -> np.ndarray:
-        return _colour_near(rng, float(np.clip(level + sign * rng.uniform(0.3, 0.45), 0.03, 0.97)), 0.2)
+        return colour_near(rng, float(np.clip(level + sign * rng.uniform(0.3, 0.45), 0.03, 0.97)), 0.2)
 
     shirt, trousers, skin = shade(), shade(), shade()
     far = 0.75 if sign > 0 else 1.35  # the far limbs drawn a little closer to the background
@@ -309,70 +265,4 @@ def render_action(action: str, rng: np.random.Generator, frames: int, size: int)
     return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def class_name(action: str) -> str:
-    """UCF101-style class name of an action ("jumping_jacks" -> "JumpingJacks")."""
-    return "".join(word.capitalize() for word in action.split("_"))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write a small text file atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_actions_dataset(
-    spec: ActionsDatasetSpec, root: str | Path, progress: Callable[[int, int], None] | None = None
-) -> Path:
-    """Render the set a spec describes into `root` in the UCF101 layout (split 1); returns root."""
-    root = Path(root)
-    (root / "splits").mkdir(parents=True, exist_ok=True)
-    names = [class_name(a) for a in ACTIONS[: spec.classes]]
-    train_groups = math.ceil(spec.train_per_class / CLIPS_PER_GROUP)
-    total_groups = train_groups + math.ceil(spec.test_per_class / CLIPS_PER_GROUP)
-    digits = max(2, len(str(total_groups)))
-    lists: dict[str, list[str]] = {"train": [], "test": []}
-    total, done = spec.classes * (spec.train_per_class + spec.test_per_class), 0
-    for label, (action, name) in enumerate(zip(ACTIONS, names)):
-        subsets = (("train", spec.train_per_class, 1), ("test", spec.test_per_class, train_groups + 1))
-        for subset, count, first_group in subsets:
-            for i in range(count):
-                group, clip = first_group + i // CLIPS_PER_GROUP, i % CLIPS_PER_GROUP + 1
-                rel = f"{name}/v_{name}_g{group:0{digits}d}_c{clip:02d}.mp4"
-                # Disjoint seed streams: (seed, 0 = train / 1 = test, class, clip).
-                rng = np.random.default_rng([spec.seed % 2**64, int(subset == "test"), label, i])
-                write_video(root / "videos" / rel, render_action(action, rng, spec.frames, spec.size), fps=FPS)
-                lists[subset].append(rel + (f" {label + 1}" if subset == "train" else ""))
-                done += 1
-                if progress:
-                    progress(done, total)
-    _write_text(root / "splits" / "classInd.txt", "".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
-    _write_text(root / "splits" / "trainlist01.txt", "".join(line + "\n" for line in lists["train"]))
-    _write_text(root / "splits" / "testlist01.txt", "".join(line + "\n" for line in lists["test"]))
-    return root
-
-
-def ensure_actions_dataset(spec: ActionsDatasetSpec, progress: Callable[[int, int], None] | None = None) -> Path:
-    """The root of the rendered set, writing it first unless a complete copy (same spec and renderer) is there.
-
-    The completion marker is written last, so an interrupted run is redone rather than half-used; a file lock
-    lets parallel trials on one machine wait for the first one instead of rendering it twice.
-    """
-    root = Path(spec.root) if spec.root is not None else cache_dir("actions", spec_hash(spec))
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = json.dumps({"version": RENDER_VERSION, "spec": spec.model_dump(mode="json")}, sort_keys=True)
-    marker = root / _MARKER
-
-    def complete() -> bool:
-        return marker.is_file() and marker.read_text() == stamp
-
-    if complete():
-        return root
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not complete():
-            marker.unlink(missing_ok=True)
-            write_actions_dataset(spec, root, progress)
-            _write_text(marker, stamp)
-    return root
+ACTION_SET = EmbeddedSet("actions", tuple(ACTIONS), render_action, RENDER_VERSION)

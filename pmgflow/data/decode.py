@@ -8,10 +8,16 @@ close together, which is what ``pmgflow data prepare`` (h264, short keyframe int
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import logging
 import os
 import re
+import sys
 import tempfile
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +31,8 @@ from pmgflow.errors import DataError
 
 # Frames resized per call: bounds the float32 copy a resize needs on long, large videos.
 _CHUNK = 64
+# Distinct decoder messages kept in an unreadable file's reason.
+_MAX_MESSAGES = 3
 
 
 def available_backends() -> list[str]:
@@ -101,12 +109,108 @@ def _read_pyav(path: Path, size: int | None) -> np.ndarray:
 _BACKENDS: dict[str, Callable[[Path, int | None], np.ndarray]] = {"decord": _read_decord, "pyav": _read_pyav}
 
 
-def _reason(exc: BaseException) -> str:
-    """A library's error message in one line, without errno numbers or decord's C++ log prefix."""
+# --- the decoders' own messages: kept off the terminal, quoted in the reason a file cannot be read --------------
+
+_fd2_lock = threading.RLock()
+_pyav_logging_ready = False
+
+
+def _on_fd2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced by a non-file object, or closed
+        return False
+
+
+@contextlib.contextmanager
+def _fd2_lines() -> Iterator[list[str]]:
+    """What native code writes to file descriptor 2 during the block, as lines (filled when the block ends).
+
+    decord logs from C++ (and its bundled ffmpeg through its default callback) straight to fd 2. fd 2 belongs to
+    the whole process: a lock keeps one capture at a time (DataLoader workers are processes, each with its own),
+    and Python's `sys.stderr` (progress bars, warnings) points at the real stderr meanwhile.
+    """
+    lines: list[str] = []
+    with _fd2_lock, tempfile.TemporaryFile() as sink:
+        python_stderr, ours = sys.stderr, None
+        with contextlib.suppress(Exception):
+            python_stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            if _on_fd2(python_stderr):
+                ours = io.TextIOWrapper(io.FileIO(saved, "w", closefd=False), encoding=python_stderr.encoding,
+                                        errors=python_stderr.errors, line_buffering=True, write_through=True)
+                sys.stderr = ours
+            yield lines
+        finally:
+            if ours is not None:
+                ours.flush()
+                if sys.stderr is ours:
+                    sys.stderr = python_stderr
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines += sink.read().decode("utf-8", "replace").splitlines()
+
+
+@contextlib.contextmanager
+def _pyav_lines() -> Iterator[list[str]]:
+    """PyAV's (its ffmpeg's) error messages of this thread during the block, as lines (filled when it ends).
+
+    PyAV drops ffmpeg's messages unless a level is set; at ERROR they reach Python logging ("libav"), where a
+    thread-local capture takes those of our calls. A NullHandler keeps stray ones off the terminal (they still
+    reach handlers an application installs).
+    """
+    global _pyav_logging_ready
+    import av.logging
+
+    if not _pyav_logging_ready:
+        logging.getLogger("libav").addHandler(logging.NullHandler())
+        av.logging.set_skip_repeated(False)  # its repeat tally is global: it would report another call's message
+        av.logging.set_level(av.logging.ERROR)
+        _pyav_logging_ready = True
+    lines: list[str] = []
+    with av.logging.Capture() as logs:
+        try:
+            yield lines
+        finally:
+            lines += [f"{name}: {line}" if name else line for _, name, message in logs for line in message.splitlines()]
+
+
+def _decoder_lines(backend: str):
+    """Capture the messages of `backend` ("decord" or "pyav") during a block; yields the list they go into."""
+    return _fd2_lines() if backend == "decord" else _pyav_lines()
+
+
+def _clean(line: str) -> str:
+    """A decoder log line without decord's "[12:00:00] src/file.cc:83: " prefix or ffmpeg's object address."""
+    line = re.sub(r"^\[[\d:]+\] \S+: ", "", line.strip())
+    return re.sub(r"^\[([^\]@]+?) @ 0x[0-9a-fA-F]+\] ", r"\1: ", line)
+
+
+def _reason(exc: BaseException, said: Sequence[str] = (), path: Path | None = None,
+            quoted: set[str] | None = None) -> str:
+    """A library's error in one line (no errno numbers, no log prefix), then what the decoder logged.
+
+    Each logged line is quoted once: not when the error says it already, nor when it is in `quoted` (the lines
+    an earlier backend's reason for the same file quoted; updated). The file's path is shortened to its name:
+    the reason is shown after the path.
+    """
+    quoted = set() if quoted is None else quoted
     if isinstance(getattr(exc, "strerror", None), str):
-        return exc.strerror
-    lines = str(exc).strip().splitlines()
-    return re.sub(r"^\[[\d:]+\] \S+: ", "", lines[0]) if lines else type(exc).__name__
+        text = exc.strerror
+    else:
+        lines = str(exc).strip().splitlines()
+        text = _clean(lines[0]) if lines else type(exc).__name__
+    extra = [line for line in dict.fromkeys(map(_clean, said)) if line and line not in quoted and line not in text]
+    extra = extra[:_MAX_MESSAGES]
+    quoted.update(extra)
+    if extra and text.startswith("Error reading "):  # decord's generic wrapper: its log says what went wrong
+        text = "; ".join(extra)
+    elif extra:
+        text += f" [{'; '.join(extra)}]"
+    return text.replace(str(path), path.name) if path is not None else text
 
 
 def read_video(path: str | Path, *, size: int | None = None, backend: str = "auto") -> np.ndarray:
@@ -121,12 +225,13 @@ def read_video(path: str | Path, *, size: int | None = None, backend: str = "aut
         raise DataError(f"{path}: video file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: cannot read video (empty file)")
-    reasons = []
+    reasons, quoted = [], set()
     for name in order:
         try:
-            return _BACKENDS[name](path, size)
+            with _decoder_lines(name) as said:
+                return _BACKENDS[name](path, size)
         except Exception as exc:  # each library raises its own types; all mean "this backend cannot read it"
-            reasons.append(f"{name}: {_reason(exc)}")
+            reasons.append(f"{name}: {_reason(exc, said, path, quoted)}")
     raise DataError(f"{path}: cannot read video ({'; '.join(reasons)})")
 
 
@@ -239,19 +344,21 @@ class VideoReader:
         if self.path.stat().st_size == 0:
             raise DataError(f"{self.path}: cannot read video (empty file)")
         self._reasons: list[str] = []
+        self._quoted: set[str] = set()
         self._impl = self._open_next()
 
     def _open_next(self):
         while self._order:
             name = self._order.pop(0)
             try:
-                impl = _READERS[name](self.path)
+                with _decoder_lines(name) as said:
+                    impl = _READERS[name](self.path)
                 if impl.length <= 0:
                     raise ValueError("no video frames (empty or truncated file)")
                 self._name = name
                 return impl
             except Exception as exc:  # each library raises its own types; all mean "this backend cannot read it"
-                self._reasons.append(f"{name}: {_reason(exc)}")
+                self._reasons.append(f"{name}: {_reason(exc, said, self.path, self._quoted)}")
         raise DataError(f"{self.path}: cannot read video ({'; '.join(self._reasons)})")
 
     def __len__(self) -> int:
@@ -265,10 +372,11 @@ class VideoReader:
         unique = sorted(set(indices))
         while True:
             try:
-                frames = self._impl.read(unique)
+                with _decoder_lines(self._name) as said:
+                    frames = self._impl.read(unique)
                 break
             except Exception as exc:
-                self._reasons.append(f"{self._name}: {_reason(exc)}")
+                self._reasons.append(f"{self._name}: {_reason(exc, said, self.path, self._quoted)}")
                 self._impl.close()
                 self._impl = self._open_next()
         if self.size is not None:
@@ -305,14 +413,14 @@ def video_info(path: str | Path) -> VideoInfo:
     if not path.is_file():
         raise DataError(f"{path}: video file not found")
     try:
-        with av.open(str(path)) as container:
+        with _pyav_lines() as said, av.open(str(path)) as container:
             if not container.streams.video:
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or 0
             return VideoInfo(int(stream.frames or 0), stream.height, stream.width, float(rate))
     except Exception as exc:
-        raise DataError(f"{path}: cannot read video ({_reason(exc)})") from None
+        raise DataError(f"{path}: cannot read video ({_reason(exc, said, path)})") from None
 
 
 def write_video(

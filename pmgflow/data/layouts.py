@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from pmgflow.errors import DataError
-from pmgflow.spec.data import ActionsDatasetSpec, DatasetSpec
+from pmgflow.spec.data import DatasetSpec, EmbeddedDatasetSpec
 
 SUBSETS = ("train", "test")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".ogv", ".mpg", ".mpeg", ".gif")
@@ -81,7 +81,7 @@ def _ucf_dirs(root: Path) -> tuple[Path, Path]:
 
 
 def ucf101_index(root: str | Path, split: int, subset: str) -> VideoIndex:
-    """Index UCF101 (or any set in its layout, like the embedded actions): one official split's subset."""
+    """Index UCF101 (or any set in its layout, like the embedded sets): one official split's subset."""
     _check_subset(subset)
     _check_split(split, (1, 2, 3), "UCF101")
     root = Path(root)
@@ -191,17 +191,17 @@ _INDEXERS: dict[str, Callable[[Path, int, str], VideoIndex]] = {
 
 
 def dataset_root(spec: DatasetSpec) -> Path:
-    """Where a dataset lives on disk; the embedded actions set is written there first if needed."""
-    if isinstance(spec, ActionsDatasetSpec):
-        from pmgflow.data.actions import ensure_actions_dataset
+    """Where a dataset lives on disk; an embedded set (actions, motions) is rendered there first if needed."""
+    if isinstance(spec, EmbeddedDatasetSpec):
+        from pmgflow.data.embedded import ensure_embedded_dataset
 
-        return ensure_actions_dataset(spec)
+        return ensure_embedded_dataset(spec)
     return Path(spec.root)
 
 
 def _layout(spec: DatasetSpec) -> tuple[str, int]:
-    """(layout kind, split): the actions set is in the UCF101 layout with one split."""
-    return ("ucf101", 1) if isinstance(spec, ActionsDatasetSpec) else (spec.kind, spec.split)
+    """(layout kind, split): the embedded sets are in the UCF101 layout with one split."""
+    return ("ucf101", 1) if isinstance(spec, EmbeddedDatasetSpec) else (spec.kind, spec.split)
 
 
 def index_dataset(spec: DatasetSpec, subset: str) -> VideoIndex:

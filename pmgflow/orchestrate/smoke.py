@@ -25,7 +25,7 @@ from typing import Any
 from pmgflow.errors import SpecError
 from pmgflow.orchestrate.sweep import Echo, SweepOutcome, load, run_sweep
 from pmgflow.spec.base import run_key, spec_hash, validate_spec
-from pmgflow.spec.data import ActionsDatasetSpec, FolderSource, FractalSource, VideoDatasetSpec, VideoFramesSource
+from pmgflow.spec.data import DatasetSpec, EmbeddedDatasetSpec, FolderSource, FractalSource, VideoFramesSource
 from pmgflow.spec.sweep import Resources, Sweep, Trial, TrialSpec
 from pmgflow.spec.train import FinetuneSpec, PretrainSpec
 
@@ -56,12 +56,12 @@ class SmokeData:
         self.items.setdefault(path, (description, stamp, writer))
         return path
 
-    def dataset(self, spec: ActionsDatasetSpec | VideoDatasetSpec) -> dict[str, Any]:
+    def dataset(self, spec: DatasetSpec) -> dict[str, Any]:
         """A dataset spec (as data) of a handful of videos in the layout of `spec`."""
-        if isinstance(spec, ActionsDatasetSpec):  # rendered by the trial itself; only smaller, and in the folder
+        if isinstance(spec, EmbeddedDatasetSpec):  # rendered by the trial itself; only smaller, and in the folder
             small = {**spec.model_dump(mode="json"), "classes": SMOKE_CLASSES, "train_per_class": SMOKE_TRAIN,
                      "test_per_class": SMOKE_TEST, "root": None}
-            return {**small, "root": str(self.folder / f"actions-{spec_hash(small, 10)}")}
+            return {**small, "root": str(self.folder / f"{spec.kind}-{spec_hash(small, 10)}")}
         counts = dict(classes=SMOKE_CLASSES, train_per_class=SMOKE_TRAIN, test_per_class=SMOKE_TEST)
         shape = f"{SMOKE_CLASSES} classes x ({SMOKE_TRAIN} train + {SMOKE_TEST} test) videos"
         if Path(spec.root).is_dir():
@@ -136,7 +136,7 @@ def _smoke_finetune(spec: FinetuneSpec, seed: int, data: SmokeData) -> dict[str,
     """The fine-tuning for 1 epoch of small steps on a handful of videos, tested with the spec's views."""
     out = {**spec.model_dump(mode="json"), "epochs": 1, "batch_size": smoke_batch(spec.accum_steps),
            "warmup_epochs": 0, "seed": seed, "threads": None, "dataset": data.dataset(spec.dataset)}
-    if isinstance(spec.dataset, VideoDatasetSpec):
+    if not isinstance(spec.dataset, EmbeddedDatasetSpec):
         out["loader"] = _streaming(spec.loader)
     return out
 

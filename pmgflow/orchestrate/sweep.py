@@ -103,19 +103,32 @@ def ray_session(address: str | None, cpus: int | None) -> Iterator[bool]:
     if ray.is_initialized():  # a notebook's or a test's session: use it as it is, leave it running
         yield False
         return
+    record = None
     if address:
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError) as exc:
             raise PmgflowError(f"cannot join the Ray cluster at {address}: {exc}") from None
     else:
-        # address="local": never attach to some other cluster started on this machine with `ray start`.
-        ray.init(address="local", num_cpus=cpus or len(os.sched_getaffinity(0)), include_dashboard=False,
-                 logging_level=logging.WARNING)
+        from pmgflow.orchestrate.processes import RaySessionRecord, stop_stale_ray_sessions
+
+        stop_stale_ray_sessions()  # what an earlier local sweep, killed, left running
+        since = time.time()
+        try:
+            # address="local": never attach to some other cluster started on this machine with `ray start`.
+            ray.init(address="local", num_cpus=cpus or len(os.sched_getaffinity(0)), include_dashboard=False,
+                     logging_level=logging.WARNING)
+        except BaseException:  # e.g. Ctrl+C while it starts: stop what it started so far
+            RaySessionRecord.write(since).stop()
+            raise
+        record = RaySessionRecord.write(since)
     try:
         yield address is None
     finally:
+        session = record.processes() if record else []  # taken while the raylet still runs: its workers too
         ray.shutdown()
+        if record:
+            record.stop(session)  # ray.shutdown leaves some (the agents) to end on their own: stop them now
 
 
 def check_resources(sweep: Sweep, local: bool, echo: Echo) -> None:
@@ -156,15 +169,34 @@ def _progress_callback(progress: SweepProgress, positions: list[int]):
     return Forward()
 
 
-def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo) -> tuple[dict[int, str], list[int]]:
-    """Run the pending trials as one Tune grid; returns (trial index -> error of the failed trials, indices of
-    the trials an interrupt (Ctrl-C: Tune stops the grid and returns) left unfinished)."""
+def select_trials(sweep: Sweep, only: list[str] | None) -> set[int]:
+    """The trials `--only AXIS=LABEL[,LABEL...]` (repeatable) selects: those matching every filter (all without)."""
+    chosen = {t.index for t in sweep.trials}
+    for item in only or []:
+        axis, sep, labels = item.partition("=")
+        names = sweep.spec.axis_names
+        if not sep or axis not in names:
+            raise SpecError(f"{sweep.source}: --only {item!r}: expected AXIS=LABEL[,LABEL...] with AXIS one of "
+                            f"{', '.join(names) or '(no axes)'}")
+        wanted = set(labels.split(","))
+        known = {t.labels[axis] for t in sweep.trials}
+        if wanted - known:
+            raise SpecError(f"{sweep.source}: --only {item!r}: axis {axis} has no label "
+                            f"{', '.join(sorted(wanted - known))}; its labels: {', '.join(sorted(known))}")
+        chosen &= {t.index for t in sweep.trials if t.labels[axis] in wanted}
+    return chosen
+
+
+def run_trials(sweep: Sweep, children: dict, ctx: TrialContext, echo: Echo,
+               selected: set[int] | None = None) -> tuple[dict[int, str], list[int]]:
+    """Run the pending (and selected) trials as one Tune grid; returns (trial index -> error of the failed trials,
+    indices of the trials an interrupt (Ctrl-C: Tune stops the grid and returns) left unfinished)."""
     from ray import tune
     from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
 
     from pmgflow.orchestrate.trial import trainable
 
-    pending = [t for t in sweep.trials if not children[t.index].finished]
+    pending = [t for t in sweep.trials if not children[t.index].finished and (selected is None or t.index in selected)]
     payloads = [asdict(TrialPayload(t.index, t.spec.model_dump(mode="json"), children[t.index].run_id)) for t in pending]
     res = sweep.spec.resources
     # A data-parallel trial's own process only drives its TorchTrainer, whose workers ask for the resources.
@@ -213,9 +245,10 @@ class SweepOutcome:
 
 
 def run_sweep(path: str | Path | Sweep, *, address: str | None = None, tracking_uri: str | None = None,
-              runs: str | Path | None = None, cpus: int | None = None, echo: Echo = print) -> SweepOutcome:
+              runs: str | Path | None = None, cpus: int | None = None, echo: Echo = print,
+              only: list[str] | None = None) -> SweepOutcome:
     """Validate, record, run and report a sweep file or a loaded Sweep (finished trials are skipped, interrupted
-    ones resume)."""
+    ones resume); `only` (AXIS=LABEL filters) runs a part of the grid, as one piece of a longer sweep."""
     from pmgflow.orchestrate.report import ablation_table, load_record, log_report
 
     seconds, clock = {}, time.perf_counter()
@@ -227,6 +260,7 @@ def run_sweep(path: str | Path | Sweep, *, address: str | None = None, tracking_
         clock = now
 
     sweep = path if isinstance(path, Sweep) else load(path)  # a Sweep: already loaded (and maybe transformed)
+    selected = select_trials(sweep, only)
     preflight(sweep, echo)  # every dataset, image folder and cap, before anything is recorded or trained
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.configure_mlflow_env()
@@ -239,7 +273,10 @@ def run_sweep(path: str | Path | Sweep, *, address: str | None = None, tracking_
         echo(f"{len(skipped)} of {len(children)} trial(s) already finished in MLflow: skipped ({', '.join(map(str, skipped))})")
     errors: dict[int, str] = {}
     interrupted: list[int] = []
-    if len(skipped) < len(children):
+    unselected = [i for i, c in children.items() if not c.finished and i not in selected]
+    if unselected:
+        echo(f"--only: {len(unselected)} unfinished trial(s) left for another run ({', '.join(map(str, unselected))})")
+    if len(skipped) + len(unselected) < len(children):
         root = runs_root(runs)
         res = sweep.spec.resources
         ctx = TrialContext(str(root), uri, res.cpu, res.gpu, res.num_workers,
@@ -248,13 +285,13 @@ def run_sweep(path: str | Path | Sweep, *, address: str | None = None, tracking_
             with ray_session(address, cpus) as local:
                 lap("ray")
                 check_resources(sweep, local, echo)
-                errors, interrupted = run_trials(sweep, children, ctx, echo)
+                errors, interrupted = run_trials(sweep, children, ctx, echo, selected)
                 lap("trials")
             lap("ray")  # shutting down
         except BaseException:
             tracker.client.set_terminated(tracker.parent_id, "KILLED")
             raise
-    statuses = tracker.finish(errors, interrupted)
+    statuses = tracker.finish(errors, interrupted, unselected)
     record = load_record(uri, tracker.parent_id)
     log_report(uri, record)
     lap("tracking")

@@ -27,12 +27,13 @@ LABELS, TABLE, AXES, TARGETS, ERROR, NODE, PRETRAIN_KEY = ("pmgflow.labels", "pm
                                                            "pmgflow.pretrain_key")
 PARENT = "mlflow.parentRunId"
 # MLflow 3's UI opens an experiment by its kind: the runs table for model training, the GenAI overview and
-# traces otherwise (and it guesses GenAI when the tag is missing).
+# traces otherwise. UIs with a GenAI / model-training switch follow the switch instead (see orchestrate/ui.py).
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 SEEDS = "pmgflow.seeds"  # a trial's fine-tuning seeds (JSON list), when its sweep has seeds
 MAX_PARAMS_PER_BATCH = 100
 MAX_ERROR = 4000
 INTERRUPTED = "interrupted before it finished; run the sweep again to resume it"
+NOT_SELECTED = "not run: left out by --only (run the sweep without it, or with its labels, to run it)"
 
 
 def default_tracking_uri() -> str:
@@ -224,16 +225,18 @@ class SweepTracker:
             raise PmgflowError(f"MLflow ({self.uri}): {exc.message}") from None
         return self.children
 
-    def finish(self, errors: dict[int, str], interrupted: list[int]) -> dict[int, str]:
-        """Mark unfinished trials KILLED (interrupted) or FAILED (with their error), then the parent; returns
-        trial statuses."""
+    def finish(self, errors: dict[int, str], interrupted: list[int], unselected: list[int] = ()) -> dict[int, str]:
+        """Mark unfinished trials KILLED (interrupted, or left out by `--only`) or FAILED (with their error), then
+        the parent; returns trial statuses."""
         statuses = {}
         for index, child in self.children.items():
             run = self.client.get_run(child.run_id)
             status = run.info.status
             if status != "FINISHED":
-                status = "KILLED" if index in interrupted and index not in errors else "FAILED"
-                message = (INTERRUPTED if status == "KILLED" else
+                stopped = index in interrupted or index in unselected
+                status = "KILLED" if stopped and index not in errors else "FAILED"
+                message = (NOT_SELECTED if status == "KILLED" and index in unselected else
+                           INTERRUPTED if status == "KILLED" else
                            run.data.tags.get(ERROR) or errors.get(index) or "the trial ended without a result")
                 self.client.set_tag(child.run_id, ERROR, message[:MAX_ERROR])
                 self.client.set_terminated(child.run_id, status)

@@ -164,7 +164,7 @@ class PseudoMotionGenerator:
 
     def __init__(self, spec: PMGSpec | None = None):
         self.spec = spec or PMGSpec()
-        self.transforms = [TRANSFORMS[c.name](c.params) for c in self.spec.transforms]
+        self.transforms = [TRANSFORMS[c.name](c.params, self.spec.step_scale) for c in self.spec.transforms]
         self.names = [c.name for c in self.spec.transforms]
         self.weights = torch.tensor([c.weight for c in self.spec.transforms], dtype=torch.float64)
         self.generator = torch.Generator().manual_seed(self.spec.seed)

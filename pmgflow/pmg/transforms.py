@@ -34,6 +34,33 @@ def _ordered(v: tuple[float, float]) -> tuple[float, float]:
 Range = Annotated[tuple[float, float], AfterValidator(_ordered)]
 """A [low, high] interval a strength is drawn from, uniformly, once per video."""
 
+# How a per-frame range follows the generator's step scale k (PMGSpec.step_scale): an amount added per frame
+# (degrees, fractions of the side) is multiplied by k; a factor per frame (zoom, scale, brightness) is raised to
+# the power k; a fraction lost per frame (fade) keeps (1 - x)^k. Ranges without a kind (sizes, windows) stay.
+STEP_KIND = "step_kind"
+
+
+def step_range(kind: str, default: tuple[float, float], description: str) -> object:
+    """A per-frame Range field whose values scale with the generator's step scale."""
+    return Field(default, description=description, json_schema_extra={STEP_KIND: kind})
+
+
+def scale_steps(params: Spec, k: float) -> Spec:
+    """The parameters with every per-frame range scaled by k (k = 1: unchanged)."""
+    if k == 1:
+        return params
+    update = {}
+    for name, info in type(params).model_fields.items():
+        kind = (info.json_schema_extra or {}).get(STEP_KIND) if isinstance(info.json_schema_extra, dict) else None
+        lo, hi = getattr(params, name) if kind else (0.0, 0.0)
+        if kind == "add":
+            update[name] = (lo * k, hi * k)
+        elif kind == "factor":
+            update[name] = (lo ** k, hi ** k)
+        elif kind == "loss":
+            update[name] = (1 - (1 - lo) ** k, 1 - (1 - hi) ** k)
+    return params.model_copy(update=update)
+
 
 @dataclass
 class Motion:
@@ -97,8 +124,9 @@ class Transform:
     paper_name: ClassVar[str]
     Params: ClassVar[type[Spec]]
 
-    def __init__(self, params: Spec | dict | None = None):
-        self.params = params if isinstance(params, Spec) else self.Params.model_validate(params or {})
+    def __init__(self, params: Spec | dict | None = None, step_scale: float = 1.0):
+        params = params if isinstance(params, Spec) else self.Params.model_validate(params or {})
+        self.params = scale_steps(params, step_scale)
 
     def motion(self, n: int, frames: int, g: torch.Generator | None) -> Motion:
         """Draw the step (and initial view) of n videos of `frames` frames."""
@@ -130,7 +158,7 @@ class Identity(Transform):
 
 class _SlidingParams(Spec):
     window: Range = Field((0.6, 0.8), description="Side of the sliding window as a fraction of the image.")
-    speed: Range = Field((0.01, 0.03), description="Window displacement per frame, as a fraction of the image side.")
+    speed: Range = step_range("add", (0.01, 0.03), "Window displacement per frame, as a fraction of the image side.")
 
 
 @register
@@ -155,7 +183,7 @@ class SlidingWindow(Transform):
 
 
 class _ZoomParams(Spec):
-    step: Range = Field((1.01, 1.04), description="Zoom factor per frame (>1).")
+    step: Range = step_range("factor", (1.01, 1.04), "Zoom factor per frame (>1).")
     direction: str = Field("both", pattern="^(in|out|both)$", description="in, out, or both (each video draws one).")
     center: float = Field(0.3, ge=0, le=1, description="The zoom centre is drawn in [-center, center] (normalized).")
 
@@ -184,10 +212,10 @@ class Zoom(Transform):
 
 
 class _AffineParams(Spec):
-    rotate: Range = Field((-2.0, 2.0), description="Rotation per frame, degrees.")
-    scale: Range = Field((0.98, 1.02), description="Scale factor per frame.")
-    translate: Range = Field((-0.015, 0.015), description="Translation per frame and axis, fraction of the image side.")
-    shear: Range = Field((-1.5, 1.5), description="Shear per frame, degrees.")
+    rotate: Range = step_range("add", (-2.0, 2.0), "Rotation per frame, degrees.")
+    scale: Range = step_range("factor", (0.98, 1.02), "Scale factor per frame.")
+    translate: Range = step_range("add", (-0.015, 0.015), "Translation per frame and axis, fraction of the image side.")
+    shear: Range = step_range("add", (-1.5, 1.5), "Shear per frame, degrees.")
 
 
 @register
@@ -210,7 +238,7 @@ class Affine(Transform):
 
 
 class _PerspectiveParams(Spec):
-    corner: Range = Field((0.005, 0.02), description="Displacement of each image corner per frame, fraction of the side.")
+    corner: Range = step_range("add", (0.005, 0.02), "Displacement of each image corner per frame, fraction of the side.")
 
 
 def homography_from_corners(dst: torch.Tensor) -> torch.Tensor:
@@ -242,7 +270,7 @@ class Perspective(Transform):
 
 
 class _FadeParams(Spec):
-    step: Range = Field((0.03, 0.08), description="Fraction of brightness lost (fade-out) or regained per frame.")
+    step: Range = step_range("loss", (0.03, 0.08), "Fraction of brightness lost (fade-out) or regained per frame.")
 
 
 @register
@@ -263,10 +291,10 @@ class Fade(Transform):
 
 
 class _ColorJitterParams(Spec):
-    brightness: Range = Field((0.97, 1.03), description="Brightness factor per frame.")
-    contrast: Range = Field((0.97, 1.03), description="Contrast factor per frame (about mid-grey).")
-    saturation: Range = Field((0.95, 1.05), description="Saturation factor per frame.")
-    hue: Range = Field((-4.0, 4.0), description="Hue rotation per frame, degrees.")
+    brightness: Range = step_range("factor", (0.97, 1.03), "Brightness factor per frame.")
+    contrast: Range = step_range("factor", (0.97, 1.03), "Contrast factor per frame (about mid-grey).")
+    saturation: Range = step_range("factor", (0.95, 1.05), "Saturation factor per frame.")
+    hue: Range = step_range("add", (-4.0, 4.0), "Hue rotation per frame, degrees.")
 
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -299,7 +327,7 @@ class ColorJitter(Transform):
 
 class _CutMixParams(Spec):
     size: Range = Field((0.3, 0.5), description="Side of the pasted patch, fraction of the image side.")
-    speed: Range = Field((0.01, 0.03), description="Patch displacement per frame, fraction of the image side.")
+    speed: Range = step_range("add", (0.01, 0.03), "Patch displacement per frame, fraction of the image side.")
 
 
 @register

@@ -16,17 +16,39 @@ AbsPath = Annotated[Path, AfterValidator(lambda p: p.expanduser().resolve())]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
-class ActionsDatasetSpec(Spec):
-    """The embedded procedurally rendered action set, written once in the UCF101 layout (no download)."""
+class EmbeddedDatasetSpec(Spec):
+    """Fields shared by the embedded, procedurally rendered sets (no download), written once in the UCF101 layout.
 
-    kind: Literal["actions"] = "actions"
-    classes: int = Field(10, ge=2, le=12, description="Number of actions (the first N of pmgflow.data.actions.ACTIONS).")
-    train_per_class: int = Field(100, ge=1, description="Training videos per action.")
-    test_per_class: int = Field(30, ge=1, description="Test videos per action (drawn from disjoint seeds).")
+    A set is rendered the first time a run needs it, into `root` or the cache ($PMGFLOW_CACHE/<kind>/<spec hash>),
+    and reused afterwards.
+    """
+
+    train_per_class: int = Field(100, ge=1, description="Training videos per class.")
+    test_per_class: int = Field(30, ge=1, description="Test videos per class (drawn from disjoint seeds).")
     frames: int = Field(32, ge=4, description="Frames per rendered video.")
     size: int = Field(64, ge=16, description="Rendered frame size in pixels (square).")
     seed: int = Field(0, ge=0, description="Base seed; train and test groups use disjoint seeds.")
     root: AbsPath | None = Field(None, description="Where to write it; default: the cache, named by this spec's hash.")
+
+
+class ActionsDatasetSpec(EmbeddedDatasetSpec):
+    """The embedded action set: articulated stick figures whose actions differ in how the limbs move."""
+
+    kind: Literal["actions"] = "actions"
+    classes: int = Field(10, ge=2, le=12, description="Number of actions (the first N of pmgflow.data.actions.ACTIONS).")
+
+
+class MotionsDatasetSpec(EmbeddedDatasetSpec):
+    """The embedded motion set: rigid shapes whose classes differ only in their trajectory (kinematics).
+
+    One textured shape (sometimes with a slow distractor) on a smooth background per video; the classes are
+    motion patterns (linear drift, orbit, spin, approach, oscillation, fall, bounce, zigzag, stop-and-go, pulse,
+    spiral, jitter) with random start, direction, speed and phase.
+    """
+
+    kind: Literal["motions"] = "motions"
+    classes: int = Field(10, ge=2, le=12, description="Number of motion patterns (the first N of "
+                         "pmgflow.data.motions.MOTIONS, most distinct first).")
 
 
 class VideoDatasetSpec(Spec):
@@ -60,7 +82,7 @@ class VideoLoaderSpec(Spec):
                                     "(with a warning) before the run is refused.")
 
 
-DatasetSpec = Annotated[Union[ActionsDatasetSpec, VideoDatasetSpec], Field(discriminator="kind")]
+DatasetSpec = Annotated[Union[ActionsDatasetSpec, MotionsDatasetSpec, VideoDatasetSpec], Field(discriminator="kind")]
 
 
 class FractalSource(Spec):

@@ -11,6 +11,10 @@ from pmgflow.spec.base import Spec
 # The paper's best transform set: Zoom-in/out + Affine (with Mixup on top).
 PAPER_BEST = ("zoom", "affine")
 
+# Per-frame ranges are written for a clip of this many frames (the paper's): a clip of T frames takes steps
+# scaled by (REFERENCE_FRAMES - 1) / (T - 1), so that it covers the same motion from its first to its last frame.
+REFERENCE_FRAMES = 16
+
 
 class TransformChoice(Spec):
     """One transform of the set: its registered name, its sampling weight and its parameter ranges."""
@@ -66,7 +70,21 @@ class PMGSpec(Spec):
         description="Extra border (fraction of the size) cropped around each frame so motion reveals real image "
         "content; sampling outside the image reflects. 0 = reflection only.",
     )
+    strength: float = Field(
+        1.0, gt=0, le=10,
+        description="Motion strength: every transform's per-frame change is scaled by it (amounts added per frame, "
+        "such as degrees and fractions of the side, are multiplied; factors per frame, such as zoom and scale, are "
+        "raised to its power). 1 = the documented ranges, which are fractions of the frame (the same motion at "
+        "any size) per frame of a 16-frame clip (a clip of T frames takes steps (16-1)/(T-1) times as large, so it "
+        "covers the same motion end to end: at 8x32x32 the default translation is about 1 px per frame, at "
+        "16x224x224 about 3.4 px).",
+    )
     seed: int = Field(0, ge=0, description="Seed of the generator's own random stream.")
+
+    @property
+    def step_scale(self) -> float:
+        """The factor applied to every per-frame range: strength x (16 - 1) / (frames - 1)."""
+        return self.strength * (REFERENCE_FRAMES - 1) / max(self.frames - 1, 1)
 
     @field_validator("transforms", mode="before")
     @classmethod

@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from pmgflow.data.actions import ACTIONS, class_name, ensure_actions_dataset, render_action
+from pmgflow.data.actions import ACTIONS, render_action
+from pmgflow.data.embedded import class_name, ensure_embedded_dataset
 from pmgflow.data.decode import read_video
 from pmgflow.data.layouts import ucf101_index
 from pmgflow.spec.data import ActionsDatasetSpec
@@ -25,6 +26,15 @@ def test_render_is_deterministic_by_seed():
     assert not np.array_equal(a, render_action("wave", np.random.default_rng(4), 16, 32))
     with pytest.raises(ValueError, match="unknown action"):
         render_action("moonwalk", np.random.default_rng(0), 4, 32)
+
+
+def test_render_matches_golden_values():
+    # Cached sets are reused while RENDER_VERSION holds: the same seed must keep giving the same pixels.
+    video = render_action("run", np.random.default_rng(0), 8, 32).astype(float)
+    means = [142.06, 142.091, 142.031, 141.955, 142.073, 142.769, 141.862, 141.859]
+    assert np.abs(video.reshape(8, -1).mean(1) - means).max() < 0.01
+    assert np.abs(video[4, 16, 16:21] - [[144, 172, 128], [94, 92, 111], [35, 0, 89], [48, 29, 78],
+                                         [128, 141, 130]]).max() <= 1  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +79,7 @@ def test_motion_profiles_differ_between_classes(videos):
 
 
 def test_written_dataset_layout_and_groups(actions_spec):
-    root = ensure_actions_dataset(actions_spec)
+    root = ensure_embedded_dataset(actions_spec)
     train, test = ucf101_index(root, 1, "train"), ucf101_index(root, 1, "test")
     assert train.classes == ["Wave", "Clap", "Jump"]
     assert len(train.items) == 18 and len(test.items) == 6
@@ -82,19 +92,19 @@ def test_written_dataset_layout_and_groups(actions_spec):
 
 
 def test_ensure_writes_once_and_redoes_interrupted(actions_spec):
-    root = ensure_actions_dataset(actions_spec)
+    root = ensure_embedded_dataset(actions_spec)
     marker = root / ".pmgflow-complete"
     video = next((root / "videos" / "Wave").glob("*.mp4"))
     stamp = video.stat().st_mtime_ns
-    assert ensure_actions_dataset(actions_spec) == root and video.stat().st_mtime_ns == stamp
+    assert ensure_embedded_dataset(actions_spec) == root and video.stat().st_mtime_ns == stamp
     marker.unlink()  # as if the first run had died before finishing
     video.unlink()
-    ensure_actions_dataset(actions_spec)
+    ensure_embedded_dataset(actions_spec)
     assert marker.is_file() and video.is_file()
 
 
 def test_default_root_is_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("PMGFLOW_CACHE", str(tmp_path))
     spec = ActionsDatasetSpec(classes=2, train_per_class=1, test_per_class=1, frames=4, size=16)
-    root = ensure_actions_dataset(spec)
+    root = ensure_embedded_dataset(spec)
     assert root.parent == tmp_path / "actions" and (root / "splits" / "classInd.txt").is_file()

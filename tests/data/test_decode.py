@@ -115,3 +115,56 @@ def test_real_footage_reads_with_both_backends():
     assert pyav.ndim == 4 and pyav.shape[-1] == 3 and min(pyav.shape[1:3]) == 64
     if "decord" in available_backends():
         assert read_video(path, size=64, backend="decord").shape == pyav.shape
+
+
+@pytest.fixture
+def garbage(tmp_path) -> dict[str, Path]:
+    """Bytes that no demuxer takes, under an .mp4 and an .avi name."""
+    out = {}
+    for suffix in ("mp4", "avi"):
+        out[suffix] = tmp_path / f"garbage.{suffix}"
+        out[suffix].write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    return out
+
+
+def test_decoder_logs_go_into_the_reason_not_to_stderr(garbage, capfd):
+    with pytest.raises(DataError) as info:
+        video_info(garbage["mp4"])  # PyAV: ffmpeg's log line (only there) joins the error
+    assert "moov atom not found" in str(info.value)
+    if "decord" in available_backends():
+        with pytest.raises(DataError) as info:
+            read_video(garbage["avi"], backend="auto")  # decord's C++ log (fd 2), then PyAV's error
+        text = str(info.value)
+        assert "decord: ERROR opening: garbage.avi, Invalid data found" in text and "pyav: Invalid data" in text
+        assert text.count("moov atom not found") <= 1
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
+
+
+def test_check_and_probe_quote_the_decoder_once(tmp_path, garbage, capfd, monkeypatch):
+    from pmgflow.data.layouts import check_dataset
+    from pmgflow.data.store import probe_videos
+    from pmgflow.data.synth import write_synthetic
+    from pmgflow.spec.data import VideoDatasetSpec
+
+    monkeypatch.setenv("PMGFLOW_CACHE", str(tmp_path / "cache"))
+    root = write_synthetic("ucf101", tmp_path / "ucf", classes=2, train_per_class=1, test_per_class=1, frames=4,
+                           size=(32, 24))
+    bad = next((root / "videos").rglob("*.avi"))
+    bad.write_bytes(garbage["mp4"].read_bytes())
+    spec = VideoDatasetSpec(kind="ucf101", root=root)
+    for full in (False, True):
+        (path, reason), = check_dataset(spec, full=full).unreadable
+        assert path == bad and "Invalid data found when processing input" in reason
+    assert "moov atom not found" in probe_videos([garbage["mp4"]])[garbage["mp4"]].error
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
+
+
+def test_python_stderr_stays_on_the_terminal_while_native_output_is_captured():
+    import subprocess
+
+    code = ("import os, sys\nfrom pmgflow.data.decode import _fd2_lines\nwith _fd2_lines() as said:\n"
+            "    print('progress bar', file=sys.stderr)\n    os.write(2, b'native noise\\n')\nprint(said)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.stdout, done.stderr) == ("['native noise']\n", "progress bar\n")

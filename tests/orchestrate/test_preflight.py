@@ -77,3 +77,65 @@ def test_dry_run_shows_the_checks(tmp_path, ucf_missing_splits):
     result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run", "--runs", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert "2 problem(s) (a run would stop here)" in result.output and "finetune.ucf.dataset" in result.output
+
+
+# --- one run: `pmgflow finetune SPEC --init CKPT` -------------------------------------------------------------
+
+
+@pytest.fixture
+def finetune_spec(tmp_path, ucf_missing_splits):
+    """A fine-tuning spec on a dataset that cannot be indexed: any checkpoint problem must come before it."""
+    from .conftest import TINY_MODEL, write_yaml
+
+    return write_yaml(tmp_path / "ft.yaml", {"epochs": 1, "model": TINY_MODEL,
+                                             "dataset": {"kind": "ucf101", "root": str(ucf_missing_splits)}})
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    from pmgflow.model.checkpoints import checkpoint_state, save_checkpoint
+    from pmgflow.model.videomae import VideoMAE
+    from pmgflow.spec.model import ModelSpec
+
+    from .conftest import TINY_MODEL
+
+    return save_checkpoint(tmp_path / "model.pt", checkpoint_state(VideoMAE(**ModelSpec(**TINY_MODEL).videomae_kwargs())))
+
+
+def _finetune(spec, init, tmp_path):
+    return CliRunner().invoke(app, ["finetune", str(spec), "--init", str(init), "--out", str(tmp_path / "runs")])
+
+
+def test_init_checkpoint_missing_or_foreign_stops_before_any_data(tmp_path, finetune_spec):
+    import torch
+
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)  # e.g. official weights, not yet imported
+    for path, problem in ((tmp_path / "missing.pt", "checkpoint not found"),
+                          (text, "not a torch checkpoint"),
+                          (foreign, "has no model_config/model entries")):
+        result = _finetune(finetune_spec, path, tmp_path)
+        assert result.exit_code == 2, result.output
+        out = " ".join(result.output.split())  # the console wraps long lines
+        assert f"{finetune_spec}: 1 problem(s) found before training started" in out
+        assert f"--init: " in out and str(path) in out and problem in out, out
+        assert "dataset" not in out and "Traceback" not in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_good_checkpoint_passes_and_sets_the_clip_size(tmp_path, tiny_checkpoint):
+    from pmgflow.orchestrate.preflight import init_problems, preflight_run
+    from pmgflow.spec.train import FinetuneSpec
+
+    from .conftest import TINY_ACTIONS, TINY_MODEL
+
+    spec = FinetuneSpec(dataset=TINY_ACTIONS, init=tiny_checkpoint)
+    assert init_problems(spec) == ([], TINY_MODEL["img_size"])  # the checkpoint's architecture, not the default
+    preflight_run(spec, "ft.yaml")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    problems, _ = init_problems(spec.model_copy(update={"init": cut}), "--init")
+    assert problems == [f"--init: checkpoint {cut} is corrupt or not a weights-only torch checkpoint: "
+                        + problems[0].split("checkpoint: ", 1)[1]]

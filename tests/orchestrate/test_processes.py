@@ -1,0 +1,161 @@
+"""Processes pmgflow starts end with it: `pmgflow ui` and its server's workers, a local Ray's daemons."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pmgflow.orchestrate.processes import RaySessionRecord, stop_group, stop_stale_ray_sessions
+
+from .conftest import free_port
+
+
+def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (is_running also checks the start time: a reused pid is not ours)."""
+    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    return [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+
+
+def _kill(processes: list[psutil.Process]) -> None:
+    for p in processes:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+def test_stop_group_ends_a_tree_that_ignores_term(tmp_path):
+    # a shell that ignores TERM (so KILL must follow), two children in its group and one in a session of its own
+    proc = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 300 & sleep 300 & setsid sleep 300 & echo up; wait"],
+                            start_new_session=True, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up"
+    deadline = time.monotonic() + 10
+    while len(_tree(proc.pid)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    tree = _tree(proc.pid)
+    try:
+        assert len(tree) == 4
+        stop_group(proc, grace=1.0)
+        assert proc.returncode is not None and not _running(tree)
+    finally:
+        _kill(tree)
+
+
+def _sleeper() -> psutil.Process:
+    return psutil.Process(subprocess.Popen(["sleep", "300"]).pid)
+
+
+def _identity(p: psutil.Process) -> list:
+    return [p.pid, p.create_time()]
+
+
+def test_only_the_processes_of_dead_drivers_are_stopped(tmp_path, monkeypatch):
+    monkeypatch.setenv("PMGFLOW_CACHE", str(tmp_path / "cache"))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead_driver = [gone.pid, time.time() - 5]  # its process ended: its Ray was left behind
+    leftover, other, reused = _sleeper(), _sleeper(), _sleeper()
+    folder = RaySessionRecord.folder()
+    (folder / "dead.json").write_text(json.dumps({"driver": dead_driver, "processes": [
+        _identity(leftover), [reused.pid, reused.create_time() - 100]]}))  # same pid, not the recorded process
+    (folder / "live.json").write_text(json.dumps({"driver": _identity(psutil.Process()),
+                                                  "processes": [_identity(other)]}))
+    (folder / "broken.json").write_text("{")
+    try:
+        assert stop_stale_ray_sessions(grace=2.0) == 1
+        assert not _running([leftover]) and _running([other, reused]) == [other, reused]
+        assert sorted(p.name for p in folder.iterdir()) == ["live.json"]
+    finally:
+        _kill([leftover, other, reused])
+        for p in (leftover, other, reused):
+            p.wait(5)
+
+
+# --- real servers and real Ray sessions -----------------------------------------------------------------------
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture(scope="module")
+def tracking_db(tmp_path_factory) -> str:
+    from pmgflow.orchestrate.tracking import client
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('ui') / 'mlflow.db'}"
+    client(uri).search_experiments()  # creates the database
+    return uri
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_ui_stops_its_server_and_workers(tracking_db, sig):
+    from pmgflow.orchestrate.ui import wait_until_serving
+
+    port = free_port()
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "pmgflow"), "ui", "--port", str(port),
+                           "--tracking-uri", tracking_db], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tree = []
+    try:
+        assert wait_until_serving(f"http://127.0.0.1:{port}", ui, timeout=180)
+        time.sleep(1)  # the server's workers are up once it answers; let the last ones register
+        tree = _tree(ui.pid)
+        assert len(tree) >= 3, tree  # pmgflow ui, mlflow server, its workers
+        ui.send_signal(sig)
+        assert ui.wait(60) == 0
+        assert _running(tree) == [] and _port_closed(port)
+    finally:
+        _kill(_running(tree) + ([psutil.Process(ui.pid)] if ui.poll() is None else []))
+
+
+DRIVER = textwrap.dedent("""
+    import json, os, sys, time
+    import ray
+    from pmgflow.orchestrate.sweep import ray_session
+
+    with ray_session(None, 1):
+        ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker, started after the session was recorded
+        print("up", flush=True)
+        if sys.argv[1] != "end":
+            time.sleep(600)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["end", "sigint", "kill"])
+def test_no_ray_process_outlives_a_local_session(tmp_path, monkeypatch, how):
+    monkeypatch.setenv("PMGFLOW_CACHE", str(tmp_path / "cache"))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, how], stdout=subprocess.PIPE, text=True, env=env)
+    session = []
+    try:
+        assert driver.stdout.readline().strip() == "up"
+        session = psutil.Process(driver.pid).children(recursive=True)
+        assert len(session) >= 4  # gcs, raylet, agents, the worker
+        (record,) = RaySessionRecord.all()
+        assert record.data["driver"][0] == driver.pid
+        if how == "sigint":
+            driver.send_signal(signal.SIGINT)
+        elif how == "kill":
+            driver.kill()
+        driver.wait(120)
+        if how == "kill":
+            assert _running(session)  # Ray's agents outlive a killed driver ...
+            assert stop_stale_ray_sessions() >= 1  # ... until the next local session stops them
+        assert _running(session) == [] and RaySessionRecord.all() == []
+    finally:
+        _kill(_running(session) + ([psutil.Process(driver.pid)] if driver.poll() is None else []))
