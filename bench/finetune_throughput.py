@@ -33,8 +33,8 @@ def model_alone(spec: FinetuneSpec, steps: int) -> float:
     """Clips/s of bare training steps on one pre-made batch."""
     model, _ = build_classifier(spec, 10, None)
     optimizer = build_optimizer(model, spec)
-    cfg = model.model_config
-    videos = torch.rand(spec.batch_size, 3, cfg["frames"], cfg["img_size"], cfg["img_size"])
+    c = model.config
+    videos = torch.rand(spec.batch_size, 3, c.frames, c.img_size, c.img_size)
     labels = torch.randint(0, 10, (spec.batch_size,))
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()

@@ -90,9 +90,9 @@ def peak_flops(device: torch.device) -> dict:
 
 def pretrain_steps(device: torch.device, preset: str, batch: int, steps: int, peak: float) -> dict:
     """Pre-training throughput and MFU, and the PMG's share of a step."""
-    from pmgflow.data.images import random_resized_crop
     from pmgflow.data.store import store_size
     from pmgflow.model.flops import preset_flops_per_clip
+    from pmgflow.pmg.clips import pmg_clips
     from pmgflow.pmg.generator import PseudoMotionGenerator
     from pmgflow.spec.pmg import PMGSpec
     from pmgflow.spec.train import PretrainSpec
@@ -113,8 +113,7 @@ def pretrain_steps(device: torch.device, preset: str, batch: int, steps: int, pe
     g = torch.Generator().manual_seed(0)
 
     def generate() -> torch.Tensor:
-        crops = random_resized_crop(images.float().div_(255), size, scale=(0.35, 1.0), generator=g)
-        return pmg(crops, generator=g, out=buffer)
+        return pmg_clips(pmg, images, spec.crop_scale, g, out=buffer)
 
     videos = generate()
     losses = []

@@ -28,16 +28,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pmgflow.model import VideoMAE, VideoViT
+from pmgflow.model import VideoMAE, VideoViT, VideoViTConfig
 from pmgflow.model.flops import finetune_flops_per_clip, preset_flops_per_clip, pretrain_flops_per_clip
 from pmgflow.model.interop import to_pixel_values, to_transformers
+from pmgflow.spec.model import ModelSpec
 
-CONFIGS = {
-    "tiny": dict(frames=8, img_size=32, tubelet=2, patch=4, embed_dim=128, depth=4, num_heads=4,
-                 decoder=dict(decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4)),
-    "small": dict(frames=16, img_size=64, tubelet=2, patch=8, embed_dim=192, depth=6, num_heads=3,
-                  decoder=dict(decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3)),
-}
+CONFIGS = {name: VideoViTConfig.from_spec(ModelSpec(preset=name)) for name in ("tiny", "small")}
 NUM_CLASSES = 10
 H200_BF16_PEAK = 989e12  # dense bf16 FLOP/s
 PROJECTED_MFU = 0.4
@@ -53,21 +49,19 @@ def matmul_flops_per_s(n: int = 2048) -> float:
 
 def config_flops(name: str) -> dict[str, int]:
     """Training FLOPs per clip of a config: {"pretrain": ..., "finetune": ...} (transformers' models alike)."""
-    cfg = dict(CONFIGS[name])
-    decoder = cfg.pop("decoder")
-    return {"pretrain": pretrain_flops_per_clip(VideoMAE(**cfg, **decoder, mask_ratio=0.75)),
-            "finetune": finetune_flops_per_clip(VideoViT(**cfg, num_classes=NUM_CLASSES))}
+    config = CONFIGS[name]
+    return {"pretrain": pretrain_flops_per_clip(VideoMAE(config, mask_ratio=0.75)),
+            "finetune": finetune_flops_per_clip(VideoViT(config, num_classes=NUM_CLASSES))}
 
 
 def contenders(name: str, batch: int) -> dict:
     """name -> a step closure, for the four models of one config (transformers' built from ours: same weights)."""
-    cfg = dict(CONFIGS[name])
-    decoder = cfg.pop("decoder")
+    config = CONFIGS[name]
     torch.manual_seed(0)
-    mae = VideoMAE(**cfg, **decoder, mask_ratio=0.75)
-    vit = VideoViT(**cfg, num_classes=NUM_CLASSES)
+    mae = VideoMAE(config, mask_ratio=0.75)
+    vit = VideoViT(config, num_classes=NUM_CLASSES)
     hf_mae, hf_vit = to_transformers(mae), to_transformers(vit)
-    videos = torch.rand(batch, 3, cfg["frames"], cfg["img_size"], cfg["img_size"])
+    videos = torch.rand(batch, 3, config.frames, config.img_size, config.img_size)
     pixel_values = to_pixel_values(videos)
     labels = torch.randint(0, NUM_CLASSES, (batch,))
     hf_mask = mae.tube_mask(batch, "cpu")

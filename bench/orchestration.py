@@ -71,13 +71,15 @@ def main() -> None:
         os.environ.setdefault("PMGFLOW_CACHE", str(tmp / "cache"))
         from pmgflow.data.embedded import ensure_embedded_dataset
         from pmgflow.data.images import load_image_source
+        from pmgflow.data.store import store_size
         from pmgflow.orchestrate.sweep import load, run_sweep
         from pmgflow.spec.data import ActionsDatasetSpec, FractalSource
 
         (tmp / "warm").mkdir()
         path = sweep_file(tmp, args.trials, args.epochs)
         sweep = load(path)
-        load_image_source(FractalSource(**{k: v for k, v in SOURCE.items() if k != "kind"}), 20)  # warm caches
+        load_image_source(FractalSource(**{k: v for k, v in SOURCE.items() if k != "kind"}),
+                          store_size(MODEL["img_size"]))  # warm caches
         ensure_embedded_dataset(ActionsDatasetSpec(**ACTIONS))
 
         direct(load(sweep_file(tmp / "warm", 1, 1)), tmp / "runs-warm")  # first-call costs out of the way

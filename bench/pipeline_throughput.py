@@ -15,8 +15,7 @@ import time
 
 import torch
 
-from pmgflow.data.images import load_image_source, random_resized_crop
-from pmgflow.pmg.generator import PseudoMotionGenerator
+from pmgflow.pmg.clips import ImageClips
 from pmgflow.spec.train import PretrainSpec
 from pmgflow.train.loop import build_optimizer
 from pmgflow.train.pretrain import build_videomae
@@ -38,17 +37,15 @@ def main() -> None:
         spec = PretrainSpec(model={"preset": preset}, batch_size=args.batch,
                             source={"kind": "fractal", "categories": 16, "images": 256, "size": 96},
                             pmg={"transforms": ["zoom", "affine"], "augment": {"kind": "mixup"}})
-        bank = load_image_source(spec.source, round(spec.model.img_size * 1.25))
-        pmg = PseudoMotionGenerator(spec.pmg)
+        clips = ImageClips.of(spec)
         model = build_videomae(spec)
         opt = build_optimizer(model, spec)
         g = torch.Generator().manual_seed(0)
         buffer = torch.empty(args.batch, 3, spec.pmg.frames, spec.pmg.size, spec.pmg.size)
 
         def make_videos(out: torch.Tensor | None = buffer) -> torch.Tensor:
-            idx = torch.randint(0, len(bank), (args.batch,), generator=g)
-            images = random_resized_crop(bank.batch(idx).float().div_(255), spec.pmg.size, generator=g)
-            return pmg(images, generator=g, out=out)  # reusing one buffer, as the pre-training loop does
+            idx = torch.randint(0, len(clips), (args.batch,), generator=g)
+            return clips.clips(idx, g, out=out)  # reusing one buffer, as the pre-training loop does
 
         def step(videos: torch.Tensor) -> None:
             mask = model.tube_mask(videos.shape[0], "cpu", generator=g)

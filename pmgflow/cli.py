@@ -192,11 +192,11 @@ def export(
     format: Annotated[str, typer.Option("--format", help="Only 'hf' (Hugging Face transformers) for now.")] = "hf",
 ):
     """Export to transformers: pre-trained -> VideoMAEForPreTraining, fine-tuned -> VideoMAEForVideoClassification."""
-    from pmgflow.jobs import export_job
+    from pmgflow.model.interop import export_hf
 
     if format != "hf":
         raise PmgflowError(f"--format {format!r}: only 'hf' is supported")
-    console.print(f"wrote [bold]{export_job(checkpoint, out)}[/]")
+    console.print(f"wrote [bold]{export_hf(checkpoint, out)}[/]")
 
 
 @app.command("import")
@@ -209,9 +209,9 @@ def import_(
                                         "tiny, small, base, large.")] = "base",
 ):
     """Import VideoMAE weights (official or transformers) as a pmgflow checkpoint, to fine-tune them here."""
-    from pmgflow.jobs import import_job
+    from pmgflow.model.interop import import_checkpoint
 
-    kind = import_job(source, out, preset)
+    kind = import_checkpoint(source, out, preset)
     console.print(f"wrote a {kind} checkpoint to [bold]{out}[/]")
 
 
@@ -304,7 +304,3 @@ def ui(
     from pmgflow.jobs import ui_job
 
     raise typer.Exit(ui_job(port, tracking_uri))
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()

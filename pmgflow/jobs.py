@@ -1,18 +1,16 @@
-"""What each command does, as plain functions: the CLI parses options, these do the work with progress."""
+"""The CLI's glue: each command's body as a plain function. They read spec files and options, call the library,
+show progress bars and print results; the work itself is done in the modules they call."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from pmgflow.console import console, counter_bar, progress_bar, summary_table
 from pmgflow.errors import SpecError
 from pmgflow.spec.base import load_spec
-from pmgflow.spec.data import FolderSource, FractalSource
+from pmgflow.spec.data import ActionsDatasetSpec, FolderSource, FractalSource, MotionsDatasetSpec
 from pmgflow.spec.pmg import PMGSpec
-from pmgflow.spec.data import ActionsDatasetSpec, MotionsDatasetSpec
-from pmgflow.spec.train import FinetuneSpec, PretrainSpec
+from pmgflow.spec.train import FinetuneSpec, PretrainSpec, load_dataset_spec
 
 
 def preview_source(source: str | None, spec: PretrainSpec | None):
@@ -27,10 +25,12 @@ def preview_source(source: str | None, spec: PretrainSpec | None):
 def preview_job(out: Path, spec_path: Path | None, source: str | None, transforms: str | None, clips: int,
                 size: int | None, frames: int | None, mode: str | None, seed: int) -> list[Path]:
     """Generate clips from the image source with every transform of the set and write the preview files."""
-    from pmgflow.data.images import load_image_source, random_resized_crop
-    from pmgflow.pmg.generator import PseudoMotionGenerator
+    import torch
+
+    from pmgflow.pmg.clips import ImageClips
     from pmgflow.pmg.preview import render_preview
     from pmgflow.pmg.transforms import TRANSFORMS
+    from pmgflow.spec.base import validate_spec
 
     spec = load_spec(PretrainSpec, spec_path) if spec_path else None
     pmg_data = spec.pmg.model_dump() if spec else {"frames": 16, "size": 112, "transforms": sorted(TRANSFORMS)}
@@ -39,20 +39,13 @@ def preview_job(out: Path, spec_path: Path | None, source: str | None, transform
     for key, value in (("size", size), ("frames", frames), ("mode", mode), ("seed", seed)):
         if value is not None:
             pmg_data[key] = value
-    from pmgflow.spec.base import validate_spec
-
     pmg_spec = validate_spec(PMGSpec, pmg_data, str(spec_path or "preview options"))
-    src = preview_source(source, spec)
-    from pmgflow.data.store import store_size
-
     with counter_bar("loading images") as update:  # stored as for training, a little larger than the clips
-        bank = load_image_source(src, store_size(pmg_spec.size), progress=update)
-    report_skipped(bank)
+        made = ImageClips(pmg_spec, preview_source(source, spec), (spec or PretrainSpec()).crop_scale,
+                          progress=update)
+    report_skipped(made.bank)
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(bank), generator=g)[:clips]
-    images = bank.batch(idx).float() / 255
-    images = random_resized_crop(images, pmg_spec.size, generator=g)
-    return render_preview(PseudoMotionGenerator(pmg_spec), images, out, seed=seed)
+    return render_preview(made.pmg, made.crops(made.draw(clips, g), g), out, seed=seed)
 
 
 def report_skipped(bank) -> None:
@@ -244,29 +237,11 @@ def ui_job(port: int, tracking_uri: str | None) -> int:
     return serve(resolve_tracking_uri(tracking_uri), port, echo=_echo)
 
 
-def dataset_spec_from(path: Path):
-    """A dataset spec from a YAML file holding one, or holding a fine-tuning spec (its `dataset`)."""
-    from pydantic import TypeAdapter
-
-    from pmgflow.spec.base import read_yaml
-    from pmgflow.spec.data import DatasetSpec
-
-    data = read_yaml(path)
-    if "kind" not in data:
-        return load_spec(FinetuneSpec, path).dataset
-    try:
-        return TypeAdapter(DatasetSpec).validate_python(data)
-    except ValueError as err:
-        from pmgflow.spec.base import format_validation_error
-
-        raise SpecError(format_validation_error(err, str(path))) from None
-
-
 def check_job(spec_path: Path, full: bool) -> bool:
     """Print a dataset's counts per class and split and its unreadable files; True if all were readable."""
     from pmgflow.data.layouts import check_dataset
 
-    spec = dataset_spec_from(spec_path)
+    spec = load_dataset_spec(spec_path)
     with counter_bar("checking videos") as update:
         report = check_dataset(spec, full=full, progress=update)
     print(report.format())
@@ -277,57 +252,10 @@ def prepare_job(spec_path: Path, out: Path, short_side: int, keyframe_interval: 
     """Transcode a dataset to mp4 at `short_side` in the same layout."""
     from pmgflow.data.layouts import prepare_dataset
 
-    spec = dataset_spec_from(spec_path)
+    spec = load_dataset_spec(spec_path)
     with counter_bar("transcoding") as update:
         result = prepare_dataset(spec, out, short_side, keyframe_interval=keyframe_interval, progress=update)
     console.print(f"{result.written} transcoded, {result.reused} already there, {len(result.unreadable)} unreadable; "
                   f"use root: {result.root}")
     for path, why in result.unreadable:
         console.print(f"  [yellow]unreadable[/] {path}: {why}")
-
-
-def export_job(checkpoint: Path, out: Path) -> Path:
-    """Write a pmgflow checkpoint as a transformers folder."""
-    from pmgflow.model.interop import export_hf
-
-    return export_hf(checkpoint, out)
-
-
-def import_job(source: Path, out: Path, preset: str) -> str:
-    """Convert official VideoMAE or transformers weights into a pmgflow checkpoint; returns its kind."""
-    import os
-
-    from pmgflow.errors import PmgflowError
-    from pmgflow.model.checkpoints import MODEL_KINDS, checkpoint_state, save_checkpoint
-    from pmgflow.model.interop import from_transformers, import_videomae_checkpoint
-    from pmgflow.model.videomae import VideoMAE
-    from pmgflow.model.vit import VideoViT
-    from pmgflow.spec.model import ModelSpec
-
-    if source.is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach for a hub
-        import transformers
-
-        config = transformers.AutoConfig.from_pretrained(source)
-        arch = (config.architectures or ["VideoMAEModel"])[0]
-        if not hasattr(transformers, arch) or not arch.startswith("VideoMAE"):
-            raise PmgflowError(f"{source}: architecture {arch!r} is not a transformers VideoMAE model")
-        model = from_transformers(getattr(transformers, arch).from_pretrained(source))
-    elif source.is_file():
-        state = import_videomae_checkpoint(source)
-        spec = ModelSpec(preset=preset)
-        if any(k.startswith("decoder.") for k in state):
-            model = VideoMAE(**spec.videomae_kwargs())
-        else:
-            head = state.get("head.weight")
-            model = VideoViT(**spec.encoder_kwargs(), num_classes=0 if head is None else head.shape[0])
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise PmgflowError(f"{source}: the weights do not fit preset {preset!r} ({str(exc).splitlines()[0]}); "
-                               "pick the preset the checkpoint was trained with") from None
-    else:
-        raise PmgflowError(f"{source}: no such file or folder")
-    state = checkpoint_state(model, imported_from=str(source))
-    save_checkpoint(out, state)
-    return next(k for k, cls in MODEL_KINDS.items() if isinstance(model, cls))

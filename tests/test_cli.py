@@ -8,10 +8,9 @@ from typer.testing import CliRunner
 
 from pmgflow.cli import app
 
-runner = CliRunner()
+from .conftest import TINY_MODEL
 
-TINY_MODEL = {"preset": "tiny", "frames": 4, "img_size": 16, "patch": 4, "embed_dim": 32, "depth": 2,
-              "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
+runner = CliRunner()
 
 
 def invoke(*args):

@@ -8,13 +8,13 @@ import yaml
 from typer.testing import CliRunner
 
 from pmgflow.cli import app
-from pmgflow.model.checkpoints import build_model_from_checkpoint, load_checkpoint
+from pmgflow.model.checkpoints import build_model_from_checkpoint, checkpoint_state, load_checkpoint, save_checkpoint
 from pmgflow.spec.train import PretrainSpec
 from pmgflow.train.pretrain import RealClips, pretrain
 
+from .conftest import TINY_MODEL, randomize
+
 runner = CliRunner()
-TINY_MODEL = {"preset": "tiny", "frames": 4, "img_size": 16, "patch": 4, "embed_dim": 32, "depth": 2,
-              "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
 TINY_ACTIONS = {"kind": "actions", "classes": 3, "train_per_class": 4, "test_per_class": 2, "frames": 12, "size": 32}
 
 
@@ -30,16 +30,33 @@ def pretrained(tmp_path_factory):
     return pretrain(spec, root=root)["checkpoint"]
 
 
+def randomized_checkpoint(checkpoint, path):
+    """The checkpoint's model with every weight and bias random (the query, value and key biases too), saved at
+    path: after a short training the biases are still near zero, and a conversion that lost one could pass."""
+    model = randomize(build_model_from_checkpoint(checkpoint))
+    return save_checkpoint(path, checkpoint_state(model)), model
+
+
 def test_export_then_import_round_trips_through_transformers(tmp_path, pretrained):
     transformers = pytest.importorskip("transformers")
-    r = invoke("export", pretrained, "--format", "hf", "--out", tmp_path / "hf")
+    from pmgflow.model.interop import to_pixel_values
+
+    source, model = randomized_checkpoint(pretrained, tmp_path / "random.pt")
+    r = invoke("export", source, "--format", "hf", "--out", tmp_path / "hf")
     assert r.exit_code == 0, r.output
     assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "hf").iterdir()}
-    assert isinstance(transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "hf"),
-                      transformers.VideoMAEForPreTraining)
+    hf = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "hf").eval()
+    videos = torch.rand(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    mask = model.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        loss, pred, _ = model(videos, mask)
+        out = hf(to_pixel_values(videos), bool_masked_pos=mask)
+    # transformers reloads the decoder's final norm with eps 1e-5 (ours 1e-6): a tiny difference.
+    torch.testing.assert_close(out.logits, pred, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.loss, loss, atol=1e-4, rtol=0)
     r = invoke("import", tmp_path / "hf", "--out", tmp_path / "back.pt")
     assert r.exit_code == 0 and "pretrain checkpoint" in r.output, r.output
-    ours, back = load_checkpoint(pretrained)["model"], load_checkpoint(tmp_path / "back.pt")["model"]
+    ours, back = load_checkpoint(source)["model"], load_checkpoint(tmp_path / "back.pt")["model"]
     assert ours.keys() == back.keys()
     for k in ours:
         if k.endswith("attn.qkv.bias"):  # the key bias is dropped on export (it cancels in softmax)
@@ -68,10 +85,24 @@ def test_import_official_videomae_checkpoint_and_finetune_it(tmp_path, pretraine
     tiny = PretrainSpec(model={"preset": "tiny"}, epochs=0)
     from pmgflow.train.pretrain import build_videomae
 
-    official = build_videomae(tiny).state_dict()
+    official = {}  # random weights and biases, q/v biases apart and no key bias, as VideoMAE names them
+    for k, v in randomize(build_videomae(tiny)).state_dict().items():
+        if k.endswith("attn.qkv.bias"):
+            d = v.shape[0] // 3
+            official[k.replace("qkv.bias", "q_bias")], official[k.replace("qkv.bias", "v_bias")] = v[:d], v[2 * d:]
+        else:
+            official[k] = v
     torch.save({"module": official}, tmp_path / "official_tiny.pth")
     r = invoke("import", tmp_path / "official_tiny.pth", "--out", tmp_path / "imported.pt", "--preset", "tiny")
     assert r.exit_code == 0 and "pretrain checkpoint" in r.output, r.output
+    imported = load_checkpoint(tmp_path / "imported.pt")["model"]
+    for k, v in imported.items():
+        if k.endswith("attn.qkv.bias"):
+            q, key, value = v.chunk(3)
+            assert torch.equal(q, official[k.replace("qkv.bias", "q_bias")]) and not key.any()
+            assert torch.equal(value, official[k.replace("qkv.bias", "v_bias")])
+        else:
+            assert torch.equal(v, official[k]), k
     ft = tmp_path / "ft.yaml"
     ft.write_text(yaml.safe_dump({"epochs": 1, "batch_size": 4, "threads": 1, "test_segments": 1, "test_crops": 1,
                                   "dataset": TINY_ACTIONS}))

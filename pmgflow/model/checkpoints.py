@@ -5,7 +5,7 @@ A checkpoint is a dict saved with ``torch.save``::
     {
         "kind": "pretrain" | "finetune",  # VideoMAE or VideoViT
         "model": model.state_dict(),
-        "model_config": model.model_config,  # the constructor kwargs
+        "model_config": model.model_config,  # its VideoViTConfig's fields and its own settings, one flat dict
         ...                                  # anything the trainer adds: optimizer, scaler, epoch, spec hash
     }
 
@@ -79,7 +79,7 @@ def build_model_from_checkpoint(ckpt: dict | str | os.PathLike) -> VideoMAE | Vi
     if ckpt["kind"] not in MODEL_KINDS:
         raise PmgflowError(f"{where}: kind {ckpt['kind']!r} is not one of {', '.join(MODEL_KINDS)}")
     try:
-        model = MODEL_KINDS[ckpt["kind"]](**ckpt["model_config"])
+        model = MODEL_KINDS[ckpt["kind"]].from_model_config(ckpt["model_config"])
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:
         raise PmgflowError(f"{where}: weights do not match model_config: {e}") from e

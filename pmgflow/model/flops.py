@@ -16,16 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pmgflow.model.config import VideoViTConfig
 from pmgflow.model.videomae import VideoMAE
 from pmgflow.model.vit import VideoViT
-from pmgflow.spec.model import PRESETS
+from pmgflow.spec.model import ModelSpec
 
 
 def clip_flops(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> int:
     """FLOPs of loss_fn(model, videos).backward() for one clip, run on a meta-device copy of model."""
     meta = copy.deepcopy(model).to("meta").train()
-    cfg = model.model_config
-    videos = torch.empty(1, cfg["in_chans"], cfg["frames"], cfg["img_size"], cfg["img_size"], device="meta")
+    c = model.config
+    videos = torch.empty(1, c.in_chans, c.frames, c.img_size, c.img_size, device="meta")
     with FlopCounterMode(display=False) as counter:
         loss_fn(meta, videos).backward()
     return counter.get_total_flops()
@@ -48,9 +49,8 @@ def preset_flops_per_clip(preset: str = "base", mask_ratio: float = 0.75, num_cl
 
     A chip's peak FLOP/s times the expected MFU, divided by these, projects its clips/s.
     """
-    kw = dict(PRESETS[preset])
-    decoder = {k: kw.pop(k) for k in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads")}
+    config = VideoViTConfig.from_spec(ModelSpec(preset=preset))
     # Built on the CPU (initialisation needs values), then moved to meta: the copies counted are free.
-    mae = VideoMAE(**kw, **decoder, mask_ratio=mask_ratio, decoder_mask_ratio=decoder_mask_ratio).to("meta")
-    vit = VideoViT(**kw, num_classes=num_classes).to("meta")
+    mae = VideoMAE(config, mask_ratio=mask_ratio, decoder_mask_ratio=decoder_mask_ratio).to("meta")
+    vit = VideoViT(config, num_classes=num_classes).to("meta")
     return {"pretrain": pretrain_flops_per_clip(mae), "finetune": finetune_flops_per_clip(vit)}

@@ -7,6 +7,7 @@
   (B, C, T, H, W) and normalizes inside, see :func:`to_pixel_values`.
 * :func:`export_hf` writes a pmgflow checkpoint as a transformers folder (config.json + model.safetensors).
 * :func:`import_videomae_checkpoint` reads an official VideoMAE checkpoint into pmgflow names.
+* :func:`import_checkpoint` writes a transformers folder or an official checkpoint as a pmgflow checkpoint.
 
 Attention biases: VideoMAE has query and value biases but no key bias; pmgflow's fused ``qkv`` bias carries a key
 part, which is set to zero on import and dropped on export. Dropping it is exact even when it is not zero: a key
@@ -29,7 +30,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from pmgflow.errors import PmgflowError
-from pmgflow.model.checkpoints import build_model_from_checkpoint, load_checkpoint
+from pmgflow.model.checkpoints import build_model_from_checkpoint, checkpoint_state, load_checkpoint, save_checkpoint
+from pmgflow.model.config import VideoViTConfig
 from pmgflow.model.videomae import VideoMAE
 from pmgflow.model.vit import VideoViT, sinusoid_table
 
@@ -119,25 +121,37 @@ def _hf_state_dict(model: VideoMAE | VideoViT) -> dict[str, torch.Tensor]:
     return out
 
 
-def _hf_config(model: VideoMAE | VideoViT):
-    """A transformers VideoMAEConfig describing model."""
-    kind = _kind(model)
-    vit = model.encoder if kind == "pretrain" else model
-    c = model.model_config
-    extra = {}
+def hf_config(config: VideoViTConfig, kind: str, **extra):
+    """The transformers VideoMAEConfig of a pmgflow architecture; ``kind`` as in :func:`_name_table` (only a
+    "pretrain" config carries the decoder's sizes; ``extra``: further VideoMAEConfig fields)."""
+    c = config
     if kind == "pretrain":
-        extra = dict(
-            decoder_hidden_size=c["decoder_embed_dim"], decoder_num_hidden_layers=c["decoder_depth"],
-            decoder_num_attention_heads=c["decoder_num_heads"],
-            decoder_intermediate_size=int(c["decoder_embed_dim"] * c["mlp_ratio"]), norm_pix_loss=c["norm_pix_loss"],
-        )
-    if kind == "classifier":
-        extra["num_labels"] = vit.num_classes
+        extra.update(decoder_hidden_size=c.decoder_embed_dim, decoder_num_hidden_layers=c.decoder_depth,
+                     decoder_num_attention_heads=c.decoder_num_heads,
+                     decoder_intermediate_size=int(c.decoder_embed_dim * c.mlp_ratio))
     return _transformers().VideoMAEConfig(
-        image_size=c["img_size"], patch_size=c["patch"], num_channels=c["in_chans"], num_frames=c["frames"],
-        tubelet_size=c["tubelet"], hidden_size=c["embed_dim"], num_hidden_layers=c["depth"],
-        num_attention_heads=c["num_heads"], intermediate_size=int(c["embed_dim"] * c["mlp_ratio"]), hidden_act="gelu",
-        layer_norm_eps=1e-6, qv_bias=c["qkv_bias"], use_mean_pooling=kind == "classifier", **extra,
+        image_size=c.img_size, patch_size=c.patch, num_channels=c.in_chans, num_frames=c.frames,
+        tubelet_size=c.tubelet, hidden_size=c.embed_dim, num_hidden_layers=c.depth, num_attention_heads=c.num_heads,
+        intermediate_size=int(c.embed_dim * c.mlp_ratio), hidden_act="gelu", layer_norm_eps=1e-6, qv_bias=c.qkv_bias,
+        use_mean_pooling=kind == "classifier", **extra,
+    )
+
+
+def config_from_hf(c, kind: str) -> VideoViTConfig:
+    """The pmgflow architecture of a transformers VideoMAEConfig (decoder sizes only for a "pretrain" kind)."""
+    if c.hidden_act != "gelu":
+        raise PmgflowError(f"transformers config hidden_act={c.hidden_act!r}: pmgflow blocks use exact gelu")
+    mlp_ratio = c.intermediate_size / c.hidden_size
+    decoder = {}
+    if kind == "pretrain":
+        if c.decoder_intermediate_size / c.decoder_hidden_size != mlp_ratio:
+            raise PmgflowError("transformers config: pmgflow's decoder uses the encoder's mlp ratio")
+        decoder = dict(decoder_embed_dim=c.decoder_hidden_size, decoder_depth=c.decoder_num_hidden_layers,
+                       decoder_num_heads=c.decoder_num_attention_heads)
+    return VideoViTConfig(
+        img_size=_single_int(c.image_size, "image_size"), frames=c.num_frames, tubelet=c.tubelet_size,
+        patch=_single_int(c.patch_size, "patch_size"), in_chans=c.num_channels, embed_dim=c.hidden_size,
+        depth=c.num_hidden_layers, num_heads=c.num_attention_heads, mlp_ratio=mlp_ratio, qkv_bias=c.qv_bias, **decoder,
     )
 
 
@@ -145,9 +159,13 @@ def to_transformers(model: VideoMAE | VideoViT) -> nn.Module:
     """The same network as a transformers model: VideoMAEForPreTraining, VideoMAEForVideoClassification or
     VideoMAEModel (see module doc); on model's device, in model's train/eval mode."""
     t = _transformers()
+    kind = _kind(model)
     cls = {"pretrain": t.VideoMAEForPreTraining, "classifier": t.VideoMAEForVideoClassification,
-           "encoder": t.VideoMAEModel}[_kind(model)]
-    hf = cls(_hf_config(model))
+           "encoder": t.VideoMAEModel}[kind]
+    extra = {"norm_pix_loss": model.norm_pix_loss} if kind == "pretrain" else {}
+    if kind == "classifier":
+        extra["num_labels"] = model.num_classes
+    hf = cls(hf_config(model.config, kind, **extra))
     hf.load_state_dict(_hf_state_dict(model), strict=True)
     for norm in (getattr(hf, "fc_norm", None), getattr(getattr(hf, "decoder", None), "norm", None)):
         if isinstance(norm, nn.LayerNorm):
@@ -172,10 +190,10 @@ def _single_int(value, name: str) -> int:
     return int(value)
 
 
-def from_transformers(hf_model: nn.Module, **model_kwargs) -> VideoMAE | VideoViT:
+def from_transformers(hf_model: nn.Module, **model_settings) -> VideoMAE | VideoViT:
     """A pmgflow model with the weights of a transformers VideoMAE model (see module doc for the class mapping).
 
-    ``model_kwargs`` sets constructor arguments transformers' config does not hold (``mask_ratio``,
+    ``model_settings`` sets model arguments transformers' config does not hold (``mask_ratio``,
     ``drop_path_rate``, ``head_drop_rate``).
     """
     t = _transformers()
@@ -193,22 +211,10 @@ def from_transformers(hf_model: nn.Module, **model_kwargs) -> VideoMAE | VideoVi
             f"{type(hf_model).__name__} with use_mean_pooling={c.use_mean_pooling} has no pmgflow counterpart: "
             "pmgflow classifiers mean-pool, its encoders end with a layernorm"
         )
-    if c.hidden_act != "gelu":
-        raise PmgflowError(f"transformers config hidden_act={c.hidden_act!r}: pmgflow blocks use exact gelu")
-    mlp_ratio = c.intermediate_size / c.hidden_size
-    kwargs = dict(
-        img_size=_single_int(c.image_size, "image_size"), frames=c.num_frames, tubelet=c.tubelet_size,
-        patch=_single_int(c.patch_size, "patch_size"), in_chans=c.num_channels, embed_dim=c.hidden_size,
-        depth=c.num_hidden_layers, num_heads=c.num_attention_heads, mlp_ratio=mlp_ratio, qkv_bias=c.qv_bias,
-    )
-    if kind == "pretrain":
-        if c.decoder_intermediate_size / c.decoder_hidden_size != mlp_ratio:
-            raise PmgflowError("transformers config: pmgflow's decoder uses the encoder's mlp ratio")
-        kwargs.update(decoder_embed_dim=c.decoder_hidden_size, decoder_depth=c.decoder_num_hidden_layers,
-                      decoder_num_heads=c.decoder_num_attention_heads, norm_pix_loss=c.norm_pix_loss)
+    settings = {"norm_pix_loss": c.norm_pix_loss} if kind == "pretrain" else {}
     if kind == "classifier":
-        kwargs["num_classes"] = c.num_labels
-    model = cls(**{**kwargs, **model_kwargs})
+        settings["num_classes"] = c.num_labels
+    model = cls(config_from_hf(c, kind), **{**settings, **model_settings})
 
     renames, qkv = _name_table(kind, c.num_hidden_layers, c.decoder_num_hidden_layers if kind == "pretrain" else 0)
     hf_state = hf_model.state_dict()
@@ -264,6 +270,52 @@ def import_videomae_checkpoint(path_or_state_dict: str | os.PathLike | dict) -> 
     return out
 
 
+def _model_from_official(path: Path, preset: str) -> VideoMAE | VideoViT:
+    """The pmgflow model of an official VideoMAE checkpoint file, whose architecture is the model preset's (the
+    file holds none): VideoMAE for pre-training weights, else a VideoViT (with a head if the file has one)."""
+    from pmgflow.spec.model import ModelSpec
+
+    state = import_videomae_checkpoint(path)
+    config = VideoViTConfig.from_spec(ModelSpec(preset=preset))
+    if any(k.startswith("decoder.") for k in state):
+        model = VideoMAE(config)
+    else:
+        head = state.get("head.weight")
+        model = VideoViT(config, num_classes=0 if head is None else head.shape[0])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise PmgflowError(f"{path}: the weights do not fit preset {preset!r} ({str(exc).splitlines()[0]}); "
+                           "pick the preset the checkpoint was trained with") from None
+    return model
+
+
+def _model_from_folder(path: Path) -> VideoMAE | VideoViT:
+    """The pmgflow model of a transformers VideoMAE folder (config.json + weights), read offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach for a hub
+    t = _transformers()
+    arch = (t.AutoConfig.from_pretrained(path).architectures or ["VideoMAEModel"])[0]
+    if not hasattr(t, arch) or not arch.startswith("VideoMAE"):
+        raise PmgflowError(f"{path}: architecture {arch!r} is not a transformers VideoMAE model")
+    return from_transformers(getattr(t, arch).from_pretrained(path))
+
+
+def import_checkpoint(source: str | os.PathLike, out: str | os.PathLike, preset: str = "base") -> str:
+    """Write official VideoMAE weights (a file, architecture of model preset ``preset``) or a transformers
+    VideoMAE folder as a pmgflow checkpoint at ``out``; returns its kind ("pretrain" or "finetune")."""
+    source = Path(source)
+    if source.is_dir():
+        model = _model_from_folder(source)
+    elif source.is_file():
+        model = _model_from_official(source, preset)
+    else:
+        raise PmgflowError(f"{source}: no such file or folder")
+    state = checkpoint_state(model, imported_from=str(source))
+    save_checkpoint(out, state)
+    return state["kind"]
+
+
 __all__ = [
-    "export_hf", "from_transformers", "import_videomae_checkpoint", "to_pixel_values", "to_transformers",
+    "config_from_hf", "export_hf", "from_transformers", "hf_config", "import_checkpoint", "import_videomae_checkpoint",
+    "to_pixel_values", "to_transformers",
 ]

@@ -17,9 +17,9 @@ Videos are ``(B, 3, T, H, W)`` in [0, 1]. Tokens are indexed ``(t * H/p + h) * W
 flattened in the order (time in tubelet, row, column, channel) with the channel fastest, as the reference and
 Hugging Face transformers' ``VideoMAEForPreTraining`` do, so predictions and checkpoints interoperate.
 
-After pre-training, ``load_encoder(VideoViT(num_classes=K, ...), mae.encoder_state_dict())`` starts fine-tuning;
-only the classifier (``fc_norm``, ``head``) is missing and the pre-training final ``norm`` is unexpected (mean
-pooling + ``fc_norm`` replace it, as in VideoMAE).
+After pre-training, ``load_encoder(VideoViT(mae.config, num_classes=K), mae.encoder_state_dict())`` starts
+fine-tuning; only the classifier (``fc_norm``, ``head``) is missing and the pre-training final ``norm`` is
+unexpected (mean pooling + ``fc_norm`` replace it, as in VideoMAE).
 """
 
 from __future__ import annotations
@@ -27,26 +27,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from pmgflow.errors import PmgflowError
-from pmgflow.model.vit import LayerNorm, VideoViT, init_linear_layers, sinusoid_table
+from pmgflow.model.config import VideoViTConfig
+from pmgflow.model.vit import LayerNorm, VideoViT, init_linear_layers, sinusoid_table, transformer_blocks
 
 
 class VideoMAEDecoder(nn.Module):
     """Narrow pre-norm ViT over all tokens; predicts the pixels of the last ``num_masked`` (the mask tokens)."""
 
-    def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
-                 drop_path_rate: float, out_dim: int):
+    def __init__(self, config: VideoViTConfig, drop_path_rate: float):
         super().__init__()
-        drop_path = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dp, norm_layer=LayerNorm)
-            for dp in drop_path
-        )
-        self.norm = LayerNorm(embed_dim)
-        self.head = nn.Linear(embed_dim, out_dim)
+        width = config.decoder_embed_dim
+        self.blocks = transformer_blocks(width, config.decoder_depth, config.decoder_num_heads, config, drop_path_rate)
+        self.norm = LayerNorm(width)
+        self.head = nn.Linear(width, config.patch_dim)
 
     def forward(self, x: torch.Tensor, num_masked: int) -> torch.Tensor:
         """Tokens (B, N', Dd) with the mask tokens last -> pixels (B, num_masked, tubelet * p * p * 3)."""
@@ -67,42 +63,23 @@ def take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class VideoMAE(nn.Module):
-    """VideoMAE: a :class:`VideoViT` ``encoder`` plus the pre-training decoder; forward gives (loss, pred, mask)."""
+    """VideoMAE of a :class:`VideoViTConfig`: a :class:`VideoViT` ``encoder`` plus the pre-training decoder (the
+    config's ``decoder_*`` fields); forward gives (loss, pred, mask)."""
 
     def __init__(
         self,
+        config: VideoViTConfig = VideoViTConfig(),
         *,
-        img_size: int = 224,
-        frames: int = 16,
-        tubelet: int = 2,
-        patch: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
         drop_path_rate: float = 0.0,
-        decoder_embed_dim: int = 384,
-        decoder_depth: int = 4,
-        decoder_num_heads: int = 6,
         mask_ratio: float = 0.75,
         norm_pix_loss: bool = True,
         decoder_mask_ratio: float = 0.0,
     ):
         super().__init__()
-        self._config = dict(
-            img_size=img_size, frames=frames, tubelet=tubelet, patch=patch, in_chans=in_chans, embed_dim=embed_dim,
-            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate,
-            decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth, decoder_num_heads=decoder_num_heads,
-            mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, decoder_mask_ratio=decoder_mask_ratio,
-        )
-        self.encoder = VideoViT(
-            img_size=img_size, frames=frames, tubelet=tubelet, patch=patch, in_chans=in_chans, embed_dim=embed_dim,
-            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate,
-            num_classes=0,
-        )
-        self.tubelet, self.patch, self.in_chans = tubelet, patch, in_chans
+        self.config = config
+        self._settings = dict(drop_path_rate=drop_path_rate, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss,
+                              decoder_mask_ratio=decoder_mask_ratio)
+        self.encoder = VideoViT(config, drop_path_rate=drop_path_rate, num_classes=0)
         self.grid = self.encoder.grid
         self.num_patches = self.encoder.num_patches
         per_slice = self.grid[1] * self.grid[2]
@@ -122,23 +99,28 @@ class VideoMAE(nn.Module):
                              f"width (got {self.grid[1]}x{self.grid[2]})")
         self.num_decoded = self.num_patches - self.num_patches // 4 * self.decoder_masked_per_cell
         self.norm_pix_loss = norm_pix_loss
-        self.patch_dim = tubelet * patch * patch * in_chans
+        self.patch_dim = config.patch_dim
 
-        self.encoder_to_decoder = nn.Linear(embed_dim, decoder_embed_dim, bias=False)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.register_buffer("decoder_pos_embed", sinusoid_table(self.num_patches, decoder_embed_dim), persistent=False)
-        self.decoder = VideoMAEDecoder(
-            embed_dim=decoder_embed_dim, depth=decoder_depth, num_heads=decoder_num_heads, mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias, drop_path_rate=drop_path_rate, out_dim=self.patch_dim,
-        )
+        self.encoder_to_decoder = nn.Linear(config.embed_dim, config.decoder_embed_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_embed_dim))
+        self.register_buffer("decoder_pos_embed", sinusoid_table(self.num_patches, config.decoder_embed_dim),
+                             persistent=False)
+        self.decoder = VideoMAEDecoder(config, drop_path_rate)
         # VideoMAE pre-training initialises every Linear with xavier (fine-tuning heads use trunc normal).
         init_linear_layers(self, "xavier")
         trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
 
     @property
     def model_config(self) -> dict:
-        """The constructor kwargs that rebuild this model (``VideoMAE(**model.model_config)``)."""
-        return dict(self._config)
+        """What a checkpoint stores to rebuild this model, one flat dict: every config field and the keyword
+        settings (drop_path_rate, mask_ratio, norm_pix_loss, decoder_mask_ratio); :meth:`from_model_config`."""
+        return {**self.config.as_dict(), **self._settings}
+
+    @classmethod
+    def from_model_config(cls, model_config: dict) -> "VideoMAE":
+        """The model a checkpoint's ``model_config`` describes (an unknown entry raises TypeError)."""
+        config, settings = VideoViTConfig.split(model_config)
+        return cls(config, **settings)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -182,7 +164,8 @@ class VideoMAE(nn.Module):
         """Videos (B, C, T, H, W) -> (B, N, tubelet * p * p * C); per token, order (dt, dy, dx, channel)."""
         b, c = videos.shape[:2]
         t, h, w = self.grid
-        x = videos.reshape(b, c, t, self.tubelet, h, self.patch, w, self.patch)
+        p = self.config.patch
+        x = videos.reshape(b, c, t, self.config.tubelet, h, p, w, p)
         x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # (b, t, h, w, dt, dy, dx, c)
         return x.reshape(b, t * h * w, -1)
 
@@ -196,7 +179,7 @@ class VideoMAE(nn.Module):
         if not self.norm_pix_loss:
             return patches
         b, n, _ = patches.shape
-        per_channel = patches.reshape(b, n, -1, self.in_chans)
+        per_channel = patches.reshape(b, n, -1, self.config.in_chans)
         mean = per_channel.mean(dim=2, keepdim=True)
         std = per_channel.var(dim=2, unbiased=True, keepdim=True).sqrt()
         return ((per_channel - mean) / (std + 1e-6)).reshape(b, n, -1)

@@ -29,6 +29,8 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from pmgflow.model.config import VideoViTConfig
+
 # VideoMAE uses LayerNorm eps 1e-6 throughout (torch's default is 1e-5).
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
@@ -59,6 +61,18 @@ def init_linear_layers(module: nn.Module, init: str) -> None:
             nn.init.zeros_(m.bias)
 
 
+def transformer_blocks(width: int, depth: int, num_heads: int, config: VideoViTConfig,
+                       drop_path_rate: float) -> nn.ModuleList:
+    """``depth`` pre-norm timm Blocks (the encoder's or the decoder's), with the config's MLP ratio and qkv bias;
+    stochastic depth grows linearly with depth up to ``drop_path_rate``."""
+    drop_path = torch.linspace(0, drop_path_rate, depth).tolist()
+    return nn.ModuleList(
+        Block(width, num_heads, mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias, drop_path=dp,
+              norm_layer=LayerNorm)
+        for dp in drop_path
+    )
+
+
 class TubeletEmbed(nn.Module):
     """Conv3d with kernel = stride = (tubelet, patch, patch): (B, C, T, H, W) -> tokens (B, N, D) in (t, h, w) order."""
 
@@ -75,55 +89,39 @@ class TubeletEmbed(nn.Module):
 
 
 class VideoViT(nn.Module):
-    """Video ViT over tubelet tokens; a classifier when ``num_classes > 0``, else a token encoder (see module doc)."""
+    """Video ViT of a :class:`VideoViTConfig` (its encoder fields) over tubelet tokens; a classifier when
+    ``num_classes > 0``, else a token encoder (see module doc)."""
 
     def __init__(
         self,
+        config: VideoViTConfig = VideoViTConfig(),
         *,
-        img_size: int = 224,
-        frames: int = 16,
-        tubelet: int = 2,
-        patch: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
         drop_path_rate: float = 0.0,
         num_classes: int = 0,
         head_drop_rate: float = 0.0,
         init_scale: float = 0.001,
     ):
         super().__init__()
-        if img_size % patch or frames % tubelet:
-            raise ValueError(
-                f"img_size {img_size} must be a multiple of patch {patch} and frames {frames} of tubelet {tubelet}"
-            )
-        if in_chans != 3:
-            raise ValueError(f"in_chans must be 3 (RGB, normalized with ImageNet mean/std), got {in_chans}")
-        self._config = dict(
-            img_size=img_size, frames=frames, tubelet=tubelet, patch=patch, in_chans=in_chans,
-            embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-            drop_path_rate=drop_path_rate, num_classes=num_classes, head_drop_rate=head_drop_rate,
-            init_scale=init_scale,
-        )
-        self.img_size, self.frames, self.tubelet, self.patch, self.in_chans = img_size, frames, tubelet, patch, in_chans
-        self.embed_dim = self.num_features = embed_dim
-        self.grid = (frames // tubelet, img_size // patch, img_size // patch)
+        c = config
+        if c.img_size % c.patch or c.frames % c.tubelet:
+            raise ValueError(f"img_size {c.img_size} must be a multiple of patch {c.patch} and frames {c.frames} "
+                             f"of tubelet {c.tubelet}")
+        if c.in_chans != 3:
+            raise ValueError(f"in_chans must be 3 (RGB, normalized with ImageNet mean/std), got {c.in_chans}")
+        self.config = config
+        self._settings = dict(drop_path_rate=drop_path_rate, num_classes=num_classes, head_drop_rate=head_drop_rate,
+                              init_scale=init_scale)
+        self.embed_dim = self.num_features = c.embed_dim
+        self.grid = c.grid
         self.num_patches = math.prod(self.grid)
         self.init_scale = init_scale
         self.grad_checkpointing = False
 
-        self.patch_embed = TubeletEmbed(tubelet=tubelet, patch=patch, in_chans=in_chans, embed_dim=embed_dim)
-        self.register_buffer("pos_embed", sinusoid_table(self.num_patches, embed_dim), persistent=False)
+        self.patch_embed = TubeletEmbed(tubelet=c.tubelet, patch=c.patch, in_chans=c.in_chans, embed_dim=c.embed_dim)
+        self.register_buffer("pos_embed", sinusoid_table(self.num_patches, c.embed_dim), persistent=False)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1), persistent=False)
-        drop_path = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows with depth
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dp, norm_layer=LayerNorm)
-            for dp in drop_path
-        )
+        self.blocks = transformer_blocks(c.embed_dim, c.depth, c.num_heads, c, drop_path_rate)
         init_linear_layers(self.blocks, "trunc_normal")
         self.head_drop = nn.Dropout(head_drop_rate)
         self.norm = self.fc_norm = self.head = None
@@ -131,8 +129,15 @@ class VideoViT(nn.Module):
 
     @property
     def model_config(self) -> dict:
-        """The constructor kwargs that rebuild this model (``VideoViT(**model.model_config)``)."""
-        return dict(self._config)
+        """What a checkpoint stores to rebuild this model, one flat dict: the encoder's config fields and the
+        keyword settings (drop_path_rate, num_classes, head_drop_rate, init_scale); :meth:`from_model_config`."""
+        return {**self.config.encoder_dict(), **self._settings}
+
+    @classmethod
+    def from_model_config(cls, model_config: dict) -> "VideoViT":
+        """The model a checkpoint's ``model_config`` describes (an unknown entry raises TypeError)."""
+        config, settings = VideoViTConfig.split(model_config)
+        return cls(config, **settings)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Give the model a fresh head for num_classes (0: token encoder with a final norm, no head).
@@ -156,7 +161,7 @@ class VideoViT(nn.Module):
             self.fc_norm = nn.Identity()
             self.head = nn.Identity()
         self.num_classes = num_classes
-        self._config["num_classes"] = num_classes
+        self._settings["num_classes"] = num_classes
         # A module built after .to(device) must follow the model there.
         self.to(self.patch_embed.proj.weight.device)
 
@@ -189,7 +194,8 @@ class VideoViT(nn.Module):
         ``visible`` is a bool (B, N) mask with the same count per sample, or indices (B, N_vis); the blocks then run
         on the visible tokens only (the MAE encoder). Token index = (t * H/p + h) * W/p + w.
         """
-        expected = (self.in_chans, self.frames, self.img_size, self.img_size)
+        c = self.config
+        expected = (c.in_chans, c.frames, c.img_size, c.img_size)
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"expected videos (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
         x = (x - self.pixel_mean) / self.pixel_std

@@ -144,7 +144,7 @@ def init_problems(spec: FinetuneSpec, field: str = "init") -> tuple[list[str], i
         return [f"{field}: {str(exc).splitlines()[0]}"], 0
     except (TypeError, ValueError, KeyError) as exc:  # a model_config the video ViT does not take
         return [f"{field}: checkpoint {path}: its model_config does not build a video ViT ({exc})"], 0
-    return [], model.model_config["img_size"]
+    return [], model.config.img_size
 
 
 def preflight_run(spec: PretrainSpec | FinetuneSpec, source: str | Path, init_field: str = "init") -> None:

@@ -23,7 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from pmgflow.orchestrate.trial import history
+from pmgflow.train.rundir import RunDir
 
 Echo = Callable[[str], None]
 
@@ -73,13 +73,12 @@ class TrialPlan:
     stages: list[Stage]
 
 
-def _stored(stage: Stage, run_dir: Path) -> Stage:
-    """The stage with the epochs its run directory already holds (a finished or interrupted earlier run)."""
-    for h in history(run_dir):
+def _stored(stage: Stage, run: RunDir) -> None:
+    """Count the epochs a stage's run directory already holds as done (a finished or interrupted earlier run)."""
+    for h in run.metrics():
         stage.record(int(h["epoch"]), h.get("epoch_seconds"))
-    if (run_dir / "result.json").is_file():
+    if run.state() == "done":
         stage.finish()
-    return stage
 
 
 def plan_trials(trials: Iterable[Any], root: Path | None = None) -> list[TrialPlan]:
@@ -96,13 +95,15 @@ def plan_trials(trials: Iterable[Any], root: Path | None = None) -> list[TrialPl
             if key not in shared:
                 shared[key] = Stage(PRETRAIN, t.spec.pretrain.epochs)
                 if root is not None:
-                    _stored(shared[key], root / f"pretrain-{key}")
+                    _stored(shared[key], RunDir.at(root, "pretrain", key))
             stages.append(shared[key])
         init = None if key is None or root is None else pretrain_checkpoint(root, key)
         for runs in finetune_runs(t.spec, init, t.seeds).values():
             for name, spec in runs.items():
                 stage = Stage(name, spec.epochs)
-                stages.append(stage if root is None else _stored(stage, root / f"finetune-{run_key(spec)}"))
+                if root is not None:
+                    _stored(stage, RunDir.at(root, "finetune", run_key(spec)))
+                stages.append(stage)
         plans.append(TrialPlan(t.index, t.describe(), stages))
     return plans
 

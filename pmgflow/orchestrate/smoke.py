@@ -273,9 +273,10 @@ def _environ(**values: str) -> Iterator[None]:
 
 
 def _finished_runs(runs: Path) -> dict[str, int]:
-    """Run directory -> modification time of its result.json (a run trained again rewrites it)."""
-    found = [*runs.glob("pretrain-*/result.json"), *runs.glob("finetune-*/result.json")]
-    return {p.parent.name: p.stat().st_mtime_ns for p in found}
+    """Finished run directory name -> when its result was written (a run trained again rewrites it)."""
+    from pmgflow.train.rundir import RunDir
+
+    return {run.path.name: t for run in RunDir.under(runs) if (t := run.finished_at()) is not None}
 
 
 @dataclass

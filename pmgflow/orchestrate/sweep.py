@@ -25,6 +25,7 @@ from pmgflow.orchestrate.report import Table
 from pmgflow.orchestrate.trial import DRIVER_CPU, TrialContext, TrialPayload
 from pmgflow.paths import runs_dir
 from pmgflow.spec.sweep import Sweep, Trial, load_sweep
+from pmgflow.train.rundir import RunDir
 
 Echo = Callable[[str], None]
 
@@ -43,12 +44,6 @@ def runs_root(runs: str | Path | None) -> Path:
     return Path(runs or runs_dir()).expanduser().resolve()
 
 
-def _run_state(root: Path, stage: str, key: str) -> str:
-    """'done' (its result.json is there), 'partial' (a last.pt to resume from) or 'new'."""
-    path = root / f"{stage}-{key}"
-    return "done" if (path / "result.json").is_file() else "partial" if (path / "last.pt").is_file() else "new"
-
-
 def _trial_state(trial: Trial, root: Path) -> str:
     """The runs column of a trial: 'pre done / ft 2/3 done, 1 partial' (fine-tuning: every target x seed).
 
@@ -60,12 +55,12 @@ def _trial_state(trial: Trial, root: Path) -> str:
 
     key = trial.pretrain_key
     init = None if key is None else pretrain_checkpoint(root, key)
-    ft = [_run_state(root, "finetune", run_key(spec))
+    ft = [RunDir.at(root, "finetune", run_key(spec)).state()
           for stages in finetune_runs(trial.spec, init, trial.seeds).values() for spec in stages.values()]
     done, partial = ft.count("done"), ft.count("partial")
     ft_state = (f"ft {ft[0]}" if len(ft) == 1 else
                 f"ft {done}/{len(ft)} done" + (f", {partial} partial" if partial else ""))
-    return " / ".join(([f"pre {_run_state(root, 'pretrain', key)}"] if key else []) + [ft_state])
+    return " / ".join(([f"pre {RunDir.at(root, 'pretrain', key).state()}"] if key else []) + [ft_state])
 
 
 def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
@@ -88,7 +83,7 @@ def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
     for key, indices in shared.items():
         spec = sweep.trials[indices[0]].spec.pretrain
         pre_rows.append([key, spec.epochs, spec.source.kind, "+".join(c.name for c in spec.pmg.transforms),
-                         ", ".join(map(str, indices)), _run_state(root, "pretrain", key)])
+                         ", ".join(map(str, indices)), RunDir.at(root, "pretrain", key).state()])
     scratch = sum(t.pretrain_key is None for t in sweep.trials)
     note = f"{len(shared)} pre-training(s) for {len(sweep.trials) - scratch} pre-trained trial(s); {scratch} from scratch."
     return trials, Table("pre-trainings (trials differing only in fine-tuning share one)",

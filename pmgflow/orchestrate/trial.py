@@ -1,26 +1,26 @@
 """One trial of a sweep as a Ray Tune function trainable: the (shared) pre-training, then each fine-tuning.
 
 Runs live under one shared runs root, named by spec hash, so a trial whose pre-training another trial already
-computed (or is computing) reuses it: a file lock keyed by the run's hash makes the second trial wait for the
-first instead of computing it twice. A finished run returns its stored result; an interrupted one resumes
-from its last checkpoint, so Tune's retries and re-runs of a sweep pick up where they stopped.
+computed (or is computing) reuses it: the run directory's lock (:class:`~pmgflow.train.rundir.RunDir`) makes the
+second trial wait for the first instead of computing it twice. A finished run returns its stored result; an
+interrupted one resumes from its last checkpoint, so Tune's retries and re-runs of a sweep pick up where they
+stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pmgflow.orchestrate.tracking import TrialLogger
-from pmgflow.spec.sweep import TrialSpec, run_key
+from pmgflow.spec.sweep import TrialSpec
 from pmgflow.spec.train import FinetuneSpec, PretrainSpec
+from pmgflow.train.rundir import RunDir
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -46,40 +46,24 @@ class TrialPayload:
     run_id: str
 
 
-@contextlib.contextmanager
-def run_lock(root: Path, name: str) -> Iterator[None]:
-    """An exclusive file lock under the runs root (shared by every trial process on a shared filesystem)."""
-    folder = root / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch metrics a run wrote (metrics.jsonl), whoever computed it."""
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
-
-
 def pmg_preview_gif(spec: PretrainSpec, path: Path, clips: int = 4) -> Path:
     """A GIF of a few pseudo-motion clips exactly as this pre-training generates them."""
     import torch
 
-    from pmgflow.data.images import load_image_source, random_resized_crop
-    from pmgflow.pmg.generator import PseudoMotionGenerator
+    from pmgflow.pmg.clips import ImageClips
     from pmgflow.pmg.preview import save_gif, tile_clips, to_uint8
-    from pmgflow.data.store import store_size
 
-    bank = load_image_source(spec.source, store_size(spec.model.img_size))
+    source = ImageClips.of(spec)
     g = torch.Generator().manual_seed(spec.seed)
-    images = bank.batch(torch.randperm(len(bank), generator=g)[:clips]).float() / 255
-    images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)
-    save_gif(tile_clips(to_uint8(PseudoMotionGenerator(spec.pmg)(images, generator=g))), path)
+    save_gif(tile_clips(to_uint8(source.clips(source.draw(clips, g), g))), path)
     return path
+
+
+def log_history(log: TrialLogger, stage: str, run_dir: str | Path) -> None:
+    """Log the per-epoch metrics a run wrote, whoever computed it (a run another trial computed shows its curve
+    in this trial's run too)."""
+    for h in RunDir(Path(run_dir)).metrics():
+        log.log_epoch(stage, h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
 
 
 def _epoch_callback(log: TrialLogger | None, stage: str, report: Report | None):
@@ -115,36 +99,41 @@ def pretrain_stage(spec: PretrainSpec, ctx: TrialContext, log: TrialLogger, repo
     """The trial's pre-training: computed here, in a TorchTrainer (workers > 1), or reused from the runs root."""
     from pmgflow.train.pretrain import pretrain
 
-    root, key = Path(ctx.root), run_key(spec)
-    with run_lock(root, f"pretrain-{key}"):
-        if ctx.workers > 1 and not (root / f"pretrain-{key}" / "result.json").is_file():
-            from ray.train import RunConfig, ScalingConfig
-            from ray.train.torch import TorchTrainer
-
-            cpus, gpus = worker_resources(ctx)
-            TorchTrainer(_pretrain_worker,
-                         train_loop_config={"spec": spec.model_dump(mode="json"), "root": ctx.root,
-                                            "tracking_uri": ctx.tracking_uri, "run_id": log.run_id,
-                                            "cpus_per_worker": cpus},
-                         scaling_config=ScalingConfig(num_workers=ctx.workers, use_gpu=gpus > 0,
-                                                      resources_per_worker={"CPU": cpus, "GPU": gpus}),
-                         run_config=RunConfig(name=f"pretrain-{key}", storage_path=str(root / "ray-train"))).fit()
-            log.refresh()  # rank 0 logged the epochs from its own process
-        result = pretrain(spec, root=root, on_epoch=_epoch_callback(log, "pretrain", report))
-    for h in history(result["run_dir"]):  # a pre-training another trial computed: its curve, into this run too
-        log.log_epoch("pretrain", h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
+    root = Path(ctx.root)
+    if ctx.workers > 1:
+        # This process holds the run's lock while the workers train (they take none among themselves), so a
+        # trial sharing this pre-training waits for it; a finished run is not trained again.
+        run = RunDir.for_spec("pretrain", spec, root)
+        run.run_once(lambda: _pretrain_data_parallel(run, spec, ctx, log))
+    result = pretrain(spec, root=root, on_epoch=_epoch_callback(log, "pretrain", report))
+    log_history(log, "pretrain", result["run_dir"])
     return result
+
+
+def _pretrain_data_parallel(run: RunDir, spec: PretrainSpec, ctx: TrialContext,
+                            log: TrialLogger) -> dict[str, Any] | None:
+    """Train the pre-training in a TorchTrainer of ctx.workers workers; returns its result (None if it left none)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cpus, gpus = worker_resources(ctx)
+    TorchTrainer(_pretrain_worker,
+                 train_loop_config={"spec": spec.model_dump(mode="json"), "root": ctx.root,
+                                    "tracking_uri": ctx.tracking_uri, "run_id": log.run_id, "cpus_per_worker": cpus},
+                 scaling_config=ScalingConfig(num_workers=ctx.workers, use_gpu=gpus > 0,
+                                              resources_per_worker={"CPU": cpus, "GPU": gpus}),
+                 run_config=RunConfig(name=run.path.name, storage_path=str(Path(ctx.root) / "ray-train"))).fit()
+    log.refresh()  # rank 0 logged the epochs from its own process
+    return run.result()
 
 
 def finetune_target(name: str, spec: FinetuneSpec, ctx: TrialContext, log: TrialLogger,
                     report: Report | None) -> dict[str, Any]:
-    """One fine-tuning target of the trial (locked: identical fine-tunings of two trials run once)."""
+    """One fine-tuning target of the trial (identical fine-tunings of two trials run once: see RunDir.run_once)."""
     from pmgflow.train.finetune import finetune
 
-    with run_lock(Path(ctx.root), f"finetune-{run_key(spec)}"):
-        result = finetune(spec, root=Path(ctx.root), on_epoch=_epoch_callback(log, name, report))
-    for h in history(result["run_dir"]):
-        log.log_epoch(name, h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
+    result = finetune(spec, root=Path(ctx.root), on_epoch=_epoch_callback(log, name, report))
+    log_history(log, name, result["run_dir"])
     log.log({f"top1.{name}": result["top1"], f"top1_single.{name}": result["top1_single"],
              f"finetune_seconds.{name}": result.get("seconds")}, step=spec.epochs)
     return result
@@ -189,7 +178,8 @@ def write_artifacts(spec: TrialSpec, runs: dict[str, dict[str, Any]], log: Trial
     from pmgflow.orchestrate.report import plot_loss_curves
 
     with tempfile.TemporaryDirectory() as tmp:
-        curves = {stage: [(h["epoch"], h.get("pretrain_loss", h.get("finetune_loss"))) for h in history(r["run_dir"])]
+        curves = {stage: [(h["epoch"], h.get("pretrain_loss", h.get("finetune_loss")))
+                          for h in RunDir(Path(r["run_dir"])).metrics()]
                   for stage, r in runs.items()}
         log.log_artifact(plot_loss_curves(curves, Path(tmp) / "loss_curves.png"))
         if not spec.scratch:
@@ -198,7 +188,7 @@ def write_artifacts(spec: TrialSpec, runs: dict[str, dict[str, Any]], log: Trial
 
 def pretrain_checkpoint(root: Path, key: str) -> Path:
     """The checkpoint the pre-training of run key `key` leaves under the runs root (its run dir's model.pt)."""
-    return root / f"pretrain-{key}" / "model.pt"
+    return RunDir.at(root, "pretrain", key).model_path
 
 
 def finetune_runs(spec: TrialSpec, init: Path | None,

@@ -94,11 +94,6 @@ def uniform(rng: Range, n: int, g: torch.Generator | None) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
-def random_sign(n: int, g: torch.Generator | None) -> torch.Tensor:
-    """n draws of ±1."""
-    return torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
-
-
 def affine3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
             tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     """Batch of 3x3 matrices [[a b tx] [c d ty] [0 0 1]]."""
@@ -121,7 +116,6 @@ class Transform:
     """Base class: `Params` is the parameter model, `motion` draws one strength per video."""
 
     name: ClassVar[str]
-    paper_name: ClassVar[str]
     Params: ClassVar[type[Spec]]
 
     def __init__(self, params: Spec | dict | None = None, step_scale: float = 1.0):
@@ -150,7 +144,7 @@ class _NoParams(Spec):
 class Identity(Transform):
     """Static video: every frame is the source image (the paper's no-motion baseline)."""
 
-    name, paper_name, Params = "identity", "Identity", _NoParams
+    name, Params = "identity", _NoParams
 
     def motion(self, n, frames, g):
         return Motion(n)
@@ -165,7 +159,7 @@ class _SlidingParams(Spec):
 class SlidingWindow(Transform):
     """A window that slides over the image in a random direction, kept inside the image."""
 
-    name, paper_name, Params = "sliding_window", "Sliding Window", _SlidingParams
+    name, Params = "sliding_window", _SlidingParams
 
     def motion(self, n, frames, g):
         p = self.params
@@ -192,7 +186,7 @@ class _ZoomParams(Spec):
 class Zoom(Transform):
     """Zoom-in/out: the view scales by a constant factor per frame about a random centre."""
 
-    name, paper_name, Params = "zoom", "Zoom-in/out", _ZoomParams
+    name, Params = "zoom", _ZoomParams
 
     def motion(self, n, frames, g):
         p = self.params
@@ -222,7 +216,7 @@ class _AffineParams(Spec):
 class Affine(Transform):
     """Affine: rotation, scale, translation and shear per frame, about the image centre."""
 
-    name, paper_name, Params = "affine", "Affine", _AffineParams
+    name, Params = "affine", _AffineParams
 
     def motion(self, n, frames, g):
         p = self.params
@@ -259,7 +253,7 @@ def homography_from_corners(dst: torch.Tensor) -> torch.Tensor:
 class Perspective(Transform):
     """Perspective: each corner of the view moves by a small random step per frame (a homography)."""
 
-    name, paper_name, Params = "perspective", "Perspective", _PerspectiveParams
+    name, Params = "perspective", _PerspectiveParams
 
     def motion(self, n, frames, g):
         p = self.params
@@ -277,7 +271,7 @@ class _FadeParams(Spec):
 class Fade(Transform):
     """Fade-in/out: brightness multiplied by a constant factor per frame, towards or from black."""
 
-    name, paper_name, Params = "fade", "Fade-in/out", _FadeParams
+    name, Params = "fade", _FadeParams
 
     def motion(self, n, frames, g):
         keep = 1 - uniform(self.params.step, n, g)
@@ -307,7 +301,7 @@ class ColorJitter(Transform):
     Each step is one affine colour map (hue = rotation of the chroma plane in YIQ), so its powers are exact.
     """
 
-    name, paper_name, Params = "color_jitter", "Color Jitter", _ColorJitterParams
+    name, Params = "color_jitter", _ColorJitterParams
 
     def motion(self, n, frames, g):
         p = self.params
@@ -334,7 +328,7 @@ class _CutMixParams(Spec):
 class CutMix(Transform):
     """CutMix: a patch of another image of the batch is pasted and moves across the frame."""
 
-    name, paper_name, Params = "cutmix", "CutMix", _CutMixParams
+    name, Params = "cutmix", _CutMixParams
 
     def motion(self, n, frames, g):
         p = self.params

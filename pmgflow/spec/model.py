@@ -1,4 +1,8 @@
-"""ModelSpec: the video ViT and its VideoMAE decoder, from a named preset with every field overridable."""
+"""ModelSpec: the video ViT and its VideoMAE decoder, from a named preset with every field overridable.
+
+The models take the same architecture as a :class:`pmgflow.model.config.VideoViTConfig`
+(``VideoViTConfig.from_spec(spec.model)``).
+"""
 
 from __future__ import annotations
 
@@ -56,18 +60,3 @@ class ModelSpec(Spec):
         if self.embed_dim % self.num_heads or self.decoder_embed_dim % self.decoder_num_heads:
             raise ValueError("embed_dim must be a multiple of num_heads (and decoder_embed_dim of decoder_num_heads)")
         return self
-
-    @property
-    def num_patches(self) -> int:
-        """Tokens per clip: (T / tubelet) * (H / patch)^2."""
-        return (self.frames // self.tubelet) * (self.img_size // self.patch) ** 2
-
-    def encoder_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of pmgflow.model.VideoViT."""
-        keys = ("img_size", "frames", "tubelet", "patch", "embed_dim", "depth", "num_heads", "mlp_ratio")
-        return {k: getattr(self, k) for k in keys}
-
-    def videomae_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of pmgflow.model.VideoMAE (without mask_ratio)."""
-        return {**self.encoder_kwargs(), "decoder_embed_dim": self.decoder_embed_dim,
-                "decoder_depth": self.decoder_depth, "decoder_num_heads": self.decoder_num_heads}

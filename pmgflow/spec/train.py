@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from pmgflow.spec.base import Spec
+from pmgflow.errors import SpecError
+from pmgflow.spec.base import Spec, format_validation_error, load_spec, read_yaml
 from pmgflow.spec.data import AbsPath, ActionsDatasetSpec, DatasetSpec, FractalSource, ImageSourceSpec, VideoLoaderSpec
 from pmgflow.spec.model import ModelSpec
 from pmgflow.spec.pmg import PMGSpec
@@ -71,7 +73,6 @@ class PretrainSpec(OptimSpec):
     crop_scale: tuple[float, float] = Field((0.35, 1.0), description="Random resized crop scale range before PMG.")
     real_mix: RealVideoMix | None = Field(None, description="Optionally mix real video clips into each batch.")
     loader: VideoLoaderSpec = Field(default_factory=VideoLoaderSpec, description="How real_mix videos are read.")
-    blr: float = Field(1.5e-4, gt=0, description="Base learning rate; lr = blr * batch_size / 256 (VideoMAE).")
 
     @model_validator(mode="before")
     @classmethod
@@ -126,3 +127,14 @@ class FinetuneSpec(OptimSpec):
         if self.train_fraction is not None and self.per_class is not None:
             raise ValueError("set train_fraction or per_class, not both")
         return self
+
+
+def load_dataset_spec(path: str | Path) -> DatasetSpec:
+    """A dataset spec from a YAML file holding one, or holding a fine-tuning spec (its `dataset`)."""
+    data = read_yaml(path)
+    if "kind" not in data:
+        return load_spec(FinetuneSpec, path).dataset
+    try:
+        return TypeAdapter(DatasetSpec).validate_python(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, str(path))) from None

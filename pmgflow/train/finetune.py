@@ -21,31 +21,28 @@ from pmgflow.data.store import open_videos, store_size
 from pmgflow.data.video import ClipDataset, clip_loader, limit_per_class, to_device
 from pmgflow.errors import PmgflowError
 from pmgflow.model.checkpoints import checkpoint_state, load_checkpoint, save_checkpoint
+from pmgflow.model.config import VideoViTConfig
 from pmgflow.model.videomae import load_encoder
 from pmgflow.model.vit import VideoViT
 from pmgflow.spec.train import FinetuneSpec
-from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
+from pmgflow.train.loop import (EpochCallback, StepProgress, autocast, build_optimizer, build_scheduler,
                                 configure_threads, fit, resolve_device, run_steps, stream_seed)
+from pmgflow.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-ENCODER_KEYS = ("img_size", "frames", "tubelet", "patch", "in_chans", "embed_dim", "depth", "num_heads",
-                "mlp_ratio", "qkv_bias")
 
 
 def build_classifier(spec: FinetuneSpec, num_classes: int, init: Path | None) -> tuple[VideoViT, dict[str, Any]]:
     """The VideoViT to fine-tune: the init checkpoint's encoder (VideoMAE or VideoViT) or a fresh one."""
+    settings = dict(num_classes=num_classes, drop_path_rate=spec.drop_path, init_scale=spec.head_init_scale)
     if init is None:
-        model = VideoViT(**spec.model.encoder_kwargs(), num_classes=num_classes, drop_path_rate=spec.drop_path,
-                         init_scale=spec.head_init_scale)
-        return model, {"init": "scratch"}
+        return VideoViT(VideoViTConfig.from_spec(spec.model), **settings), {"init": "scratch"}
     ckpt = load_checkpoint(init)
     config = ckpt.get("model_config")
     if not isinstance(config, dict) or "model" not in ckpt:
         raise PmgflowError(f"checkpoint {init} has no model_config/model entries (is it a pmgflow checkpoint? "
                            "official VideoMAE and transformers weights go through `pmgflow import` first)")
-    kwargs = {k: v for k, v in config.items() if k in ENCODER_KEYS}
-    model = VideoViT(**kwargs, num_classes=num_classes, drop_path_rate=spec.drop_path, init_scale=spec.head_init_scale)
+    model = VideoViT(VideoViTConfig.split(config)[0], **settings)
     state = ckpt["model"]
     if ckpt.get("kind") == "finetune":  # re-tune a classifier: keep its encoder, new head
         state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm."))}
@@ -53,10 +50,18 @@ def build_classifier(spec: FinetuneSpec, num_classes: int, init: Path | None) ->
     return model, {"init": str(init), "missing_keys": len(missing), "unexpected_keys": len(unexpected)}
 
 
-def clip_shape(model: VideoViT) -> tuple[int, int]:
-    """(frames, size) the model was built for."""
-    cfg = model.model_config
-    return cfg["frames"], cfg["img_size"]
+def mix_batch(mixup: Mixup, videos: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm's mixup/cutmix on a batch of videos (B, C, T, H, W): (videos, soft targets with label smoothing).
+
+    timm mixes pairs of samples: a batch of odd size (the last of an epoch, say) keeps its videos and gets the
+    smoothed one-hot targets, so that its loss is the same label-smoothed cross-entropy as every other batch's.
+    """
+    if videos.shape[0] % 2:
+        return videos, mixup_target(labels, mixup.num_classes, smoothing=mixup.label_smoothing)
+    # timm's mixup boxes the last two dims: fold time into channels so boxes span H x W.
+    b, c, t, h, w = videos.shape
+    mixed, labels = mixup(videos.reshape(b, c * t, h, w), labels)
+    return mixed.view(b, c, t, h, w), labels
 
 
 @torch.no_grad()
@@ -106,7 +111,7 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
     num_classes = len(train_index.classes)
     torch.manual_seed(spec.seed)
     model, init_info = build_classifier(spec, num_classes, spec.init)
-    frames, size = clip_shape(model)
+    frames, size = model.config.frames, model.config.img_size
     (train_videos, test_videos), plan = open_videos([train_index, test_index], store_size(size),
                                                     spec.loader)
     log.info("%s", plan.describe())
@@ -144,13 +149,8 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
         def micro_loss(step: int, k: int) -> tuple[torch.Tensor, int]:
             videos, labels = next(batches)
             videos, labels = to_device(videos, device), labels.to(device, non_blocking=True)
-            if mixup is not None and videos.shape[0] % 2 == 0:
-                # timm's mixup boxes the last two dims: fold time into channels so boxes span H x W.
-                b, c, t, h, w = videos.shape
-                mixed, labels = mixup(videos.reshape(b, c * t, h, w), labels)
-                videos = mixed.view(b, c, t, h, w)
-            elif mixup is not None:
-                labels = mixup_target(labels, num_classes, smoothing=spec.label_smoothing)
+            if mixup is not None:
+                videos, labels = mix_batch(mixup, videos, labels)
             with autocast(device):
                 loss = criterion(net(videos).float(), labels)
             return loss, videos.shape[0]
@@ -163,7 +163,7 @@ def _finetune_run(run: RunDir, spec: FinetuneSpec, on_epoch: EpochCallback | Non
 
     history = fit(run, model, optimizer, spec.epochs, spec.seed, train_epoch, on_epoch)
     scores = evaluate(model, test_loader, device, progress=progress)
-    weights = save_checkpoint(run.path / "model.pt", checkpoint_state(model, classes=train_data.classes))
+    weights = save_checkpoint(run.model_path, checkpoint_state(model, classes=train_data.classes))
     kept = {it.path for it in train_data.items} | {it.path for it in test_data.items}
     skipped = [str(it.path) for it in train_index.items + test_index.items if it.path not in kept]
     return run.finish({"stage": "finetune", "run_dir": str(run.path), "checkpoint": str(weights), **scores,

@@ -1,32 +1,25 @@
-"""What both training stages share: device and threads, optimizer and schedule, seeds, and a run directory
-that checkpoints every epoch, resumes an interrupted run exactly, and never recomputes a finished one."""
+"""What both training stages share: device and threads, optimizer and schedule, seeds, and the epoch loop over
+a run directory (:mod:`pmgflow.train.rundir`) that checkpoints every epoch, resumes an interrupted run exactly, and
+never recomputes a finished one."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from filelock import FileLock, Timeout
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
-from pmgflow.console import console
 from pmgflow.errors import PmgflowError
-from pmgflow.model.checkpoints import checkpoint_state, load_checkpoint, save_checkpoint
-from pmgflow.paths import runs_dir
-from pmgflow.spec.base import Spec, run_key
 from pmgflow.spec.train import OptimSpec
+from pmgflow.train.rundir import RunDir
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 StepProgress = Callable[..., None]
@@ -92,7 +85,7 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def check_finite(loss: float, epoch: int, step: int, run: "RunDir") -> None:
+def check_finite(loss: float, epoch: int, step: int, run: RunDir) -> None:
     """Stop with a clear error on a NaN/inf loss; the last epoch's checkpoint stays as it was."""
     if not math.isfinite(loss):
         last = run.last_path if run.last_path.is_file() else None
@@ -101,89 +94,12 @@ def check_finite(loss: float, epoch: int, step: int, run: "RunDir") -> None:
                             "Lower blr, add warm-up or set clip_grad.")
 
 
-def read_losses(pending: list[torch.Tensor], first_step: int, epoch: int, run: "RunDir") -> list[float]:
+def read_losses(pending: list[torch.Tensor], first_step: int, epoch: int, run: RunDir) -> list[float]:
     """Step losses back on the host in one transfer; stops at the first non-finite one."""
     values = torch.stack(pending).tolist()
     for i, value in enumerate(values):
         check_finite(value, epoch, first_step + i, run)
     return values
-
-
-@dataclass
-class RunDir:
-    """One run's directory, named by its stage and spec hash: spec.yaml, last.pt, metrics.jsonl, result.json."""
-
-    path: Path
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def for_spec(cls, stage: str, spec: Spec, root: Path | None = None) -> "RunDir":
-        """The directory of `spec` under the runs root ($PMGFLOW_RUNS or ./runs), created with spec.yaml."""
-        path = Path(root or runs_dir()) / f"{stage}-{run_key(spec)}"
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-        return cls(path)
-
-    @property
-    def last_path(self) -> Path:
-        return self.path / "last.pt"
-
-    @property
-    def result_path(self) -> Path:
-        return self.path / "result.json"
-
-    def result(self) -> dict[str, Any] | None:
-        """The finished run's result, or None if it has not finished."""
-        return json.loads(self.result_path.read_text()) if self.result_path.is_file() else None
-
-    def run_once(self, train: Callable[[], dict[str, Any]], *, lock: bool = True) -> dict[str, Any]:
-        """The run's result: the finished one if there is one, else what `train()` returns.
-
-        With `lock`, the run's lock is held while training, so that two processes given one spec do not both
-        train it: if another process holds it, this one says so, waits, and reuses that process's result if it
-        finished (a process that dies frees the lock, and this one resumes the run from its last epoch).
-        """
-        if (done := self.result()) is not None:
-            return done
-        if not lock:
-            return train()
-        held = FileLock(self.path / ".lock")
-        try:
-            held.acquire(timeout=0)
-        except Timeout:
-            console.print(f"{self.path}: another process is running this spec; waiting for it to finish or stop",
-                          highlight=False, soft_wrap=True)
-            held.acquire()
-        try:
-            done = self.result()
-            return done if done is not None else train()
-        finally:
-            held.release()
-
-    def resume(self, model: torch.nn.Module, optimizer) -> int:
-        """Load last.pt if present; returns the first epoch still to run (0 for a fresh run)."""
-        if not self.last_path.is_file():
-            return 0
-        ckpt = load_checkpoint(self.last_path)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        self.history = list(ckpt.get("history", []))
-        return int(ckpt["epoch"]) + 1
-
-    def save_epoch(self, epoch: int, model: torch.nn.Module, optimizer, metrics: dict[str, Any], **extra) -> None:
-        """Checkpoint after an epoch (atomic) and append its metrics."""
-        self.history.append({"epoch": epoch, **metrics})
-        state = checkpoint_state(model, optimizer=optimizer.state_dict(), epoch=epoch, history=self.history, **extra)
-        save_checkpoint(self.last_path, state)
-        with open(self.path / "metrics.jsonl", "w") as f:  # rewritten whole: a resumed run has no duplicates
-            f.writelines(json.dumps(h) + "\n" for h in self.history)
-
-    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Mark the run finished with its result (written last: a crash before it leaves a resumable run)."""
-        tmp = self.result_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, self.result_path)
-        return result
 
 
 def distributed_context() -> tuple[int, int]:

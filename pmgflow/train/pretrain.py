@@ -13,23 +13,24 @@ from typing import Any
 
 import torch
 
-from pmgflow.data.images import ImageBank, load_image_source, random_resized_crop
+from pmgflow.data.images import ImageBank
 from pmgflow.data.store import store_size
 from pmgflow.data.video import to_device
-from pmgflow.model.checkpoints import checkpoint_state, save_checkpoint
-from pmgflow.model.videomae import VideoMAE
-from pmgflow.pmg.generator import PseudoMotionGenerator
-from pmgflow.spec.train import PretrainSpec
 from pmgflow.errors import PmgflowError
-from pmgflow.train.loop import (EpochCallback, RunDir, StepProgress, autocast, build_optimizer, build_scheduler,
+from pmgflow.model.checkpoints import checkpoint_state, save_checkpoint
+from pmgflow.model.config import VideoViTConfig
+from pmgflow.model.videomae import VideoMAE
+from pmgflow.pmg.clips import ImageClips
+from pmgflow.spec.train import PretrainSpec
+from pmgflow.train.loop import (EpochCallback, StepProgress, autocast, build_optimizer, build_scheduler,
                                 configure_threads, distributed_context, fit, resolve_device, run_steps, stream_seed)
-
+from pmgflow.train.rundir import RunDir
 
 
 def build_videomae(spec: PretrainSpec) -> VideoMAE:
     """The VideoMAE model of a pre-training spec."""
-    return VideoMAE(**spec.model.videomae_kwargs(), mask_ratio=spec.mask_ratio, norm_pix_loss=spec.norm_pix_loss,
-                    decoder_mask_ratio=spec.decoder_mask_ratio)
+    return VideoMAE(VideoViTConfig.from_spec(spec.model), mask_ratio=spec.mask_ratio,
+                    norm_pix_loss=spec.norm_pix_loss, decoder_mask_ratio=spec.decoder_mask_ratio)
 
 
 def steps_per_epoch(spec: PretrainSpec, num_images: int) -> int:
@@ -104,10 +105,8 @@ def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | Non
     if spec.compile:  # only the forward is compiled: checkpoints hold `model`'s own keys
         net = torch.compile(net)
     optimizer = build_optimizer(model, spec)
-    if bank is None:
-        bank = load_image_source(spec.source, store_size(spec.model.img_size))
-    pmg = PseudoMotionGenerator(spec.pmg)
-    steps = steps_per_epoch(spec, len(bank))
+    clips = ImageClips.of(spec, bank)
+    steps = steps_per_epoch(spec, len(clips))
     scheduler = build_scheduler(optimizer, spec, steps)
     per_rank = spec.batch_size // world
     micro = per_rank // spec.accum_steps
@@ -123,17 +122,15 @@ def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | Non
         model.train()
         # The data order is shared by all ranks; crops, motions and masks are drawn per rank.
         order_g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 1))
-        order = torch.cat([torch.randperm(len(bank), generator=order_g)
-                           for _ in range(math.ceil(steps * spec.batch_size / len(bank)))])
+        order = torch.cat([torch.randperm(len(clips), generator=order_g)
+                           for _ in range(math.ceil(steps * spec.batch_size / len(clips)))])
         g = torch.Generator().manual_seed(stream_seed(spec.seed, epoch, 2, rank))
         if real is not None:
             real.start_epoch(epoch)
 
         def micro_loss(step: int, k: int) -> tuple[torch.Tensor, int]:
             at = step * spec.batch_size + rank * per_rank + k * micro
-            images = bank.batch(order[at: at + micro]).to(device, non_blocking=True).float().div_(255)
-            images = random_resized_crop(images, spec.pmg.size, scale=tuple(spec.crop_scale), generator=g)
-            videos = pmg(images, generator=g, out=buffer)
+            videos = clips.clips(order[at: at + micro], g, device, out=buffer)
             if real is not None:
                 videos = real.replace(videos)
             mask = model.tube_mask(micro, "cpu", generator=g).to(device)
@@ -146,11 +143,11 @@ def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | Non
         return run_steps("pretrain", epoch, steps, spec, model, optimizer, scheduler, micro_loss, run, progress)
 
     history = fit(run, model, optimizer, spec.epochs, spec.seed, train_epoch, on_epoch)
-    weights = run.path / "model.pt"
+    weights = run.model_path
     last = history[-1] if history else {}
     result = {"stage": "pretrain", "run_dir": str(run.path), "checkpoint": str(weights),
               "epochs": spec.epochs, "pretrain_loss": last.get("pretrain_loss"),
-              "clips_per_s": last.get("clips_per_s"), "images": len(bank), "ranks": world,
+              "clips_per_s": last.get("clips_per_s"), "images": len(clips), "ranks": world,
               "seconds": sum(h.get("epoch_seconds", 0.0) for h in history)}
     if rank != 0:
         return result

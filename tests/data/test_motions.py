@@ -244,16 +244,15 @@ def test_ensure_writes_once_into_the_cache(monkeypatch, tmp_path, motions_spec):
 
 def test_accepted_wherever_the_action_set_is(tmp_path):
     from pmgflow.cli import app
-    from pmgflow.jobs import dataset_spec_from
     from pmgflow.orchestrate.smoke import SmokeData
-    from pmgflow.spec.train import FinetuneSpec
+    from pmgflow.spec.train import FinetuneSpec, load_dataset_spec
 
     spec = FinetuneSpec.model_validate({"dataset": {"kind": "motions", "classes": 12}}).dataset
     assert isinstance(spec, MotionsDatasetSpec) and spec.train_per_class == 100 and spec.test_per_class == 30
     small = SmokeData(tmp_path).dataset(spec)
     assert small["kind"] == "motions" and small["classes"] == 2 and small["root"].startswith(str(tmp_path / "motions-"))
     (tmp_path / "set.yaml").write_text("kind: motions\nclasses: 3\n")
-    assert dataset_spec_from(tmp_path / "set.yaml") == MotionsDatasetSpec(classes=3)
+    assert load_dataset_spec(tmp_path / "set.yaml") == MotionsDatasetSpec(classes=3)
 
     out = tmp_path / "cli"
     r = CliRunner().invoke(app, ["data", "motions", "--out", str(out), "--classes", "2", "--train-per-class", "1",

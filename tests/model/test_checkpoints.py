@@ -13,16 +13,13 @@ from pmgflow.model import (
     save_checkpoint,
 )
 
-ENCODER = dict(img_size=16, frames=4, tubelet=2, patch=4, embed_dim=32, depth=2, num_heads=2)
-
-
 def videos():
     return torch.rand(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
 
 
-def test_pretrain_round_trip_gives_identical_outputs(tmp_path):
+def test_pretrain_round_trip_gives_identical_outputs(tmp_path, tiny_config):
     torch.manual_seed(0)
-    mae = VideoMAE(**ENCODER, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2).eval()
+    mae = VideoMAE(tiny_config).eval()
     path = save_checkpoint(tmp_path / "runs" / "a" / "pretrain.pt", checkpoint_state(mae, epoch=3))
     ckpt = load_checkpoint(path)
     assert ckpt["kind"] == "pretrain" and ckpt["epoch"] == 3 and ckpt["model_config"] == mae.model_config
@@ -34,9 +31,9 @@ def test_pretrain_round_trip_gives_identical_outputs(tmp_path):
             assert torch.equal(a, b)
 
 
-def test_finetune_round_trip_from_a_path(tmp_path):
+def test_finetune_round_trip_from_a_path(tmp_path, tiny_config):
     torch.manual_seed(0)
-    vit = VideoViT(**ENCODER, num_classes=5).eval()
+    vit = VideoViT(tiny_config, num_classes=5).eval()
     path = save_checkpoint(tmp_path / "finetune.pt", checkpoint_state(vit))
     again = build_model_from_checkpoint(path).eval()
     assert isinstance(again, VideoViT) and again.num_classes == 5
@@ -76,8 +73,8 @@ def test_corrupt_checkpoint_names_the_file(tmp_path, content):
         load_checkpoint(path)
 
 
-def test_truncated_checkpoint_names_the_file(tmp_path):
-    path = save_checkpoint(tmp_path / "cut.pt", checkpoint_state(VideoViT(**ENCODER)))
+def test_truncated_checkpoint_names_the_file(tmp_path, tiny_config):
+    path = save_checkpoint(tmp_path / "cut.pt", checkpoint_state(VideoViT(tiny_config)))
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(PmgflowError, match=r"cut\.pt is corrupt"):
         build_model_from_checkpoint(path)
@@ -88,8 +85,8 @@ def test_missing_checkpoint_names_the_file(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_mismatched_config_is_a_clear_error(tmp_path):
-    state = checkpoint_state(VideoViT(**ENCODER))
+def test_mismatched_config_is_a_clear_error(tmp_path, tiny_config):
+    state = checkpoint_state(VideoViT(tiny_config))
     state["model_config"]["depth"] = 3
     path = save_checkpoint(tmp_path / "bad.pt", state)
     with pytest.raises(PmgflowError, match=r"bad\.pt: weights do not match model_config"):

@@ -1,12 +1,14 @@
+import dataclasses
+
 import pytest
 
 from pmgflow.model.flops import finetune_flops_per_clip, preset_flops_per_clip, pretrain_flops_per_clip
 from pmgflow.model.videomae import VideoMAE
 from pmgflow.model.vit import VideoViT
 
-# Grid (2, 4, 4): N = 32 tokens of 2x4x4x3 = 96 values; 8 visible at mask ratio 0.75.
-ENCODER = dict(img_size=16, frames=4, tubelet=2, patch=4, embed_dim=32, depth=2, num_heads=2)
-N, D, PATCH_DIM = 32, 32, 96
+# The tiny model (tiny_config): N = 32 tokens of 2x4x4x3 = 96 values, 8 visible at mask ratio 0.75; width 32.
+# Its decoder is narrowed to DD here, so the counts tell the two widths apart.
+N, D, PATCH_DIM, DD = 32, 32, 96, 16
 
 
 def block_macs(tokens: int, width: int) -> int:
@@ -19,20 +21,20 @@ def train_flops(forward_macs: int, embed_macs: int) -> int:
     return 3 * 2 * forward_macs - 2 * embed_macs
 
 
-def test_finetune_flops_are_the_matmuls_of_forward_and_backward():
-    vit = VideoViT(**ENCODER, num_classes=5)
+def test_finetune_flops_are_the_matmuls_of_forward_and_backward(tiny_config):
+    vit = VideoViT(tiny_config, num_classes=5)
     embed = N * D * PATCH_DIM
     assert finetune_flops_per_clip(vit) == train_flops(embed + 2 * block_macs(N, D) + D * 5, embed)
     assert next(vit.parameters()).device.type == "cpu"  # counted on a meta copy
 
 
 @pytest.mark.parametrize("decoder_mask_ratio, decoded", [(0.0, 24), (0.5, 16)])
-def test_pretrain_flops_count_the_visible_encoder_tokens_and_the_decoded_ones(decoder_mask_ratio, decoded):
-    mae = VideoMAE(**ENCODER, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,
-                   decoder_mask_ratio=decoder_mask_ratio)
+def test_pretrain_flops_count_the_visible_encoder_tokens_and_the_decoded_ones(decoder_mask_ratio, decoded,
+                                                                              tiny_config):
+    mae = VideoMAE(dataclasses.replace(tiny_config, decoder_embed_dim=DD), decoder_mask_ratio=decoder_mask_ratio)
     visible, embed = 8, N * D * PATCH_DIM
-    forward = (embed + 2 * block_macs(visible, D) + visible * D * 16 + block_macs(visible + decoded, 16)
-               + decoded * 16 * PATCH_DIM)
+    forward = (embed + 2 * block_macs(visible, D) + visible * D * DD + block_macs(visible + decoded, DD)
+               + decoded * DD * PATCH_DIM)
     assert pretrain_flops_per_clip(mae) == train_flops(forward, embed)
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -16,37 +17,36 @@ from pmgflow.model.interop import (
     to_transformers,
 )
 
-ENCODER = dict(img_size=16, frames=4, tubelet=2, patch=4, embed_dim=32, depth=2, num_heads=2)
-DECODER = dict(decoder_embed_dim=16, decoder_depth=2, decoder_num_heads=2)
+from ..conftest import randomize
+
+# Every model is randomized (all weights and biases, the key bias too) before it is converted and compared, so a
+# conversion that lost a bias fails.
+
+
+@pytest.fixture(scope="module")
+def config(tiny_config):
+    """The tiny model with a decoder of two layers, narrower than the encoder (each decoder index and width mapped)."""
+    return dataclasses.replace(tiny_config, decoder_embed_dim=16, decoder_depth=2)
 
 
 def videos():
     return torch.rand(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
 
 
-def randomized(model):
-    """Random weights everywhere (biases, norms and the key bias included), so nothing passes by being zero."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.2 if p.ndim > 1 else 0.5))
-    return model.eval()
+def encoder(config):
+    return randomize(VideoViT(config))
 
 
-def encoder():
-    return randomized(VideoViT(**ENCODER))
+def classifier(config):
+    return randomize(VideoViT(config, num_classes=5))
 
 
-def classifier():
-    return randomized(VideoViT(**ENCODER, num_classes=5))
+def pretrainer(config):
+    return randomize(VideoMAE(config))
 
 
-def pretrainer():
-    return randomized(VideoMAE(**ENCODER, **DECODER))
-
-
-def test_encoder_matches_videomae_model():
-    ours = encoder()
+def test_encoder_matches_videomae_model(config):
+    ours = encoder(config)
     hf = to_transformers(ours)
     assert type(hf) is transformers.VideoMAEModel
     with torch.no_grad():
@@ -54,8 +54,8 @@ def test_encoder_matches_videomae_model():
         torch.testing.assert_close(ours.forward_features(videos()), expected, atol=1e-5, rtol=0)
 
 
-def test_classifier_matches_videomae_for_video_classification():
-    ours = classifier()
+def test_classifier_matches_videomae_for_video_classification(config):
+    ours = classifier(config)
     hf = to_transformers(ours)
     assert type(hf) is transformers.VideoMAEForVideoClassification and hf.config.num_labels == 5
     with torch.no_grad():
@@ -65,8 +65,8 @@ def test_classifier_matches_videomae_for_video_classification():
 
 
 @pytest.mark.parametrize("norm_pix_loss", [True, False])
-def test_pretrainer_matches_videomae_for_pretraining(norm_pix_loss):
-    ours = randomized(VideoMAE(**ENCODER, **DECODER, norm_pix_loss=norm_pix_loss))
+def test_pretrainer_matches_videomae_for_pretraining(norm_pix_loss, config):
+    ours = randomize(VideoMAE(config, norm_pix_loss=norm_pix_loss))
     hf = to_transformers(ours)
     assert type(hf) is transformers.VideoMAEForPreTraining
     mask = ours.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
@@ -78,8 +78,8 @@ def test_pretrainer_matches_videomae_for_pretraining(norm_pix_loss):
 
 
 @pytest.mark.parametrize("make", [encoder, classifier, pretrainer])
-def test_weights_map_one_to_one_and_back(make):
-    ours = make()
+def test_weights_map_one_to_one_and_back(make, config):
+    ours = make(config)
     hf = to_transformers(ours)
     missing, unexpected = hf.load_state_dict(_hf_state_dict(ours), strict=False)
     assert missing == [] and unexpected == []
@@ -97,15 +97,15 @@ def test_weights_map_one_to_one_and_back(make):
             assert torch.equal(theirs[name], tensor), name
 
 
-def test_dropping_the_key_bias_is_exact():
-    ours = classifier()
+def test_dropping_the_key_bias_is_exact(config):
+    ours = classifier(config)
     again = from_transformers(to_transformers(ours)).eval()  # key bias now zero
     with torch.no_grad():
         torch.testing.assert_close(again(videos()), ours(videos()), atol=1e-6, rtol=0)
 
 
-def test_export_hf_writes_a_loadable_folder(tmp_path):
-    ours = classifier()
+def test_export_hf_writes_a_loadable_folder(tmp_path, config):
+    ours = classifier(config)
     path = save_checkpoint(tmp_path / "finetune.pt", checkpoint_state(ours))
     out = export_hf(path, tmp_path / "hf")
     assert {"config.json", "model.safetensors"} <= {p.name for p in out.iterdir()}
@@ -117,12 +117,25 @@ def test_export_hf_writes_a_loadable_folder(tmp_path):
 
 
 def test_from_transformers_rejects_what_pmgflow_cannot_express():
-    config = transformers.VideoMAEConfig(
+    hf_config = transformers.VideoMAEConfig(
         image_size=16, patch_size=4, num_frames=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=128, use_mean_pooling=True,
     )
     with pytest.raises(PmgflowError, match="use_mean_pooling=True"):
-        from_transformers(transformers.VideoMAEModel(config))
+        from_transformers(transformers.VideoMAEModel(hf_config))
+
+
+def test_the_comparisons_would_see_lost_attention_biases(config):
+    """The randomized biases matter: transformers' model with its query and value biases zeroed, as a conversion
+    that dropped them would leave it, is far from ours."""
+    ours = classifier(config)
+    hf = to_transformers(ours)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith(("query.bias", "value.bias")):
+                p.zero_()
+        gap = (hf(to_pixel_values(videos())).logits - ours(videos())).abs().max()
+    assert gap > 1e-2
 
 
 def official_state(model):
@@ -138,21 +151,21 @@ def official_state(model):
     return state
 
 
-def test_import_official_finetune_checkpoint_from_a_file(tmp_path):
-    ours = classifier()
+def test_import_official_finetune_checkpoint_from_a_file(tmp_path, config):
+    ours = classifier(config)
     path = tmp_path / "official.pth"
     torch.save({"module": {"module." + k: v for k, v in official_state(ours).items()}, "epoch": 9}, path)
     state = import_videomae_checkpoint(path)
-    vit = VideoViT(**ENCODER, num_classes=5).eval()
+    vit = VideoViT(config, num_classes=5).eval()
     vit.load_state_dict(state, strict=True)
     with torch.no_grad():
         torch.testing.assert_close(vit(videos()), ours(videos()), atol=1e-6, rtol=0)
 
 
-def test_import_official_pretrain_checkpoint():
-    ours = pretrainer()
+def test_import_official_pretrain_checkpoint(config):
+    ours = pretrainer(config)
     state = import_videomae_checkpoint({"model": official_state(ours)})
-    mae = VideoMAE(**ENCODER, **DECODER).eval()
+    mae = VideoMAE(config).eval()
     mae.load_state_dict(state, strict=True)
     for name, tensor in ours.state_dict().items():
         if not name.endswith("qkv.bias"):
@@ -162,8 +175,8 @@ def test_import_official_pretrain_checkpoint():
         torch.testing.assert_close(mae(videos(), mask)[0], ours(videos(), mask)[0], atol=1e-6, rtol=0)
 
 
-def test_import_rejects_a_learned_position_embedding():
-    state = official_state(classifier())
+def test_import_rejects_a_learned_position_embedding(config):
+    state = official_state(classifier(config))
     state["pos_embed"] = torch.randn(1, 32, 32)
     with pytest.raises(PmgflowError, match="learned position embedding"):
         import_videomae_checkpoint(state)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,22 +9,28 @@ from pmgflow.errors import PmgflowError
 from pmgflow.model.videomae import VideoMAE, load_encoder
 from pmgflow.model.vit import VideoViT
 
-# 4 frames of 16x16, tubelet 2, patch 4: grid (2, 4, 4); 16 patches per slice, 12 masked, N = 32, 8 visible.
-ENCODER = dict(img_size=16, frames=4, tubelet=2, patch=4, embed_dim=32, depth=2, num_heads=2)
-TINY = dict(ENCODER, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
-N, N_MASKED, PATCH_DIM = 32, 24, 2 * 4 * 4 * 3
+# The tiny model (tiny_config): grid (2, 4, 4); 16 patches per slice, 12 masked, N = 32, 8 visible; decoder 32 wide.
+N, N_MASKED, PATCH_DIM, DECODER_WIDTH = 32, 24, 2 * 4 * 4 * 3, 32
 
 
 def videos(batch=2, seed=0):
     return torch.rand(batch, 3, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
 
 
-def tiny_mae(**kw):
-    torch.manual_seed(0)
-    return VideoMAE(**{**TINY, **kw}).eval()
+@pytest.fixture
+def tiny_mae(tiny_config):
+    """tiny_mae(**kw): a tiny VideoMAE, seeded; the VideoViTConfig fields in kw change its architecture, the others
+    are VideoMAE settings (mask_ratio, ...)."""
+
+    def make(**kw):
+        fields = {k: kw.pop(k) for k in list(kw) if hasattr(tiny_config, k)}
+        torch.manual_seed(0)
+        return VideoMAE(dataclasses.replace(tiny_config, **fields), **kw).eval()
+
+    return make
 
 
-def test_tube_mask_masks_the_same_patches_in_every_slice():
+def test_tube_mask_masks_the_same_patches_in_every_slice(tiny_mae):
     mask = tiny_mae().tube_mask(5, "cpu", generator=torch.Generator().manual_seed(1))
     assert mask.shape == (5, N) and mask.dtype == torch.bool
     slices = mask.view(5, 2, 16)  # (batch, time slice, spatial patch)
@@ -31,7 +39,7 @@ def test_tube_mask_masks_the_same_patches_in_every_slice():
     assert len({tuple(s.tolist()) for s in slices[:, 0]}) > 1  # samples differ
 
 
-def test_tube_mask_is_reproducible_with_a_generator():
+def test_tube_mask_is_reproducible_with_a_generator(tiny_mae):
     mae = tiny_mae()
     a = mae.tube_mask(3, "cpu", generator=torch.Generator().manual_seed(7))
     b = mae.tube_mask(3, "cpu", generator=torch.Generator().manual_seed(7))
@@ -39,12 +47,12 @@ def test_tube_mask_is_reproducible_with_a_generator():
 
 
 @pytest.mark.parametrize("ratio", [0.05, 1.0])
-def test_mask_ratio_must_leave_masked_and_visible_patches(ratio):
+def test_mask_ratio_must_leave_masked_and_visible_patches(ratio, tiny_config):
     with pytest.raises(ValueError, match="mask_ratio"):
-        VideoMAE(**TINY, mask_ratio=ratio)
+        VideoMAE(tiny_config, mask_ratio=ratio)
 
 
-def test_patchify_order_is_time_row_column_channel():
+def test_patchify_order_is_time_row_column_channel(tiny_mae):
     x = videos()
     patches = tiny_mae().patchify(x)
     assert patches.shape == (2, N, PATCH_DIM)
@@ -55,7 +63,7 @@ def test_patchify_order_is_time_row_column_channel():
             assert patches[b, token, element] == x[b, c, 2 * t + dt, 4 * h + dy, 4 * w + dx]
 
 
-def test_normalized_target_is_per_patch_per_channel():
+def test_normalized_target_is_per_patch_per_channel(tiny_mae):
     x = videos()
     target = tiny_mae().normalized_target(x)
     assert target.shape == (2, N, PATCH_DIM)
@@ -70,13 +78,13 @@ def test_normalized_target_is_per_patch_per_channel():
             torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_plain_pixel_target_without_norm_pix_loss():
+def test_plain_pixel_target_without_norm_pix_loss(tiny_mae):
     mae = tiny_mae(norm_pix_loss=False)
     x = videos()
     assert torch.equal(mae.normalized_target(x), mae.patchify(x))
 
 
-def test_encoder_runs_on_visible_tokens_only():
+def test_encoder_runs_on_visible_tokens_only(tiny_mae):
     mae = tiny_mae()
     seen = []
     mae.encoder.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
@@ -86,14 +94,14 @@ def test_encoder_runs_on_visible_tokens_only():
     assert latent.shape == (2, N - N_MASKED, 32)
 
 
-def test_decoder_predicts_masked_tokens_only():
+def test_decoder_predicts_masked_tokens_only(tiny_mae):
     mae = tiny_mae()
     mask = mae.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
     pred = mae.forward_decoder(mae.forward_encoder(videos(), mask), mask)
     assert pred.shape == (2, N_MASKED, PATCH_DIM)
 
 
-def test_loss_is_mse_over_masked_tokens():
+def test_loss_is_mse_over_masked_tokens(tiny_mae):
     mae = tiny_mae()
     x = videos()
     mask = mae.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
@@ -103,7 +111,7 @@ def test_loss_is_mse_over_masked_tokens():
     torch.testing.assert_close(mae.forward_loss(x, pred, mask), expected)
 
 
-def test_loss_ignores_visible_pixels():
+def test_loss_ignores_visible_pixels(tiny_mae):
     mae = tiny_mae()
     x = videos()
     mask = mae.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
@@ -121,7 +129,7 @@ def test_loss_ignores_visible_pixels():
     assert mae.forward_loss(moved, pred, mask) != mae.forward_loss(x, pred, mask)
 
 
-def test_forward_trains_encoder_decoder_and_mask_token():
+def test_forward_trains_encoder_decoder_and_mask_token(tiny_mae):
     mae = tiny_mae().train()
     loss, pred, mask = mae(videos(), generator=torch.Generator().manual_seed(0))
     assert loss.shape == () and torch.isfinite(loss)
@@ -134,7 +142,7 @@ def test_forward_trains_encoder_decoder_and_mask_token():
     assert torch.equal(loss, again)
 
 
-def test_a_mask_of_another_count_is_refused():
+def test_a_mask_of_another_count_is_refused(tiny_mae):
     mae = tiny_mae()
     mask = mae.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
     mask[0, int((~mask[0]).nonzero()[0])] = True  # one visible token less in sample 0
@@ -143,7 +151,7 @@ def test_a_mask_of_another_count_is_refused():
 
 
 @pytest.mark.parametrize("ratio, left_out", [(0.25, 1), (0.5, 2), (0.75, 3)])
-def test_running_cell_mask_keeps_the_ratio_per_slice_and_runs_through_the_cell(ratio, left_out):
+def test_running_cell_mask_keeps_the_ratio_per_slice_and_runs_through_the_cell(ratio, left_out, tiny_mae):
     mae = tiny_mae(frames=8, decoder_mask_ratio=ratio)  # grid (4, 4, 4): four time slices
     mask = mae.running_cell_mask(16, "cpu", generator=torch.Generator().manual_seed(0))
     assert mask.shape == (16, 64) and mask.dtype == torch.bool
@@ -166,7 +174,7 @@ def reference_loss(mae, x, mask):
     return F.mse_loss(pred, mae.normalized_target(x)[mask].reshape(pred.shape))
 
 
-def test_decoder_mask_ratio_zero_is_plain_videomae():
+def test_decoder_mask_ratio_zero_is_plain_videomae(tiny_mae):
     mae, off = tiny_mae(), tiny_mae(decoder_mask_ratio=0.0)
     assert all(torch.equal(a, b) for a, b in zip(mae.state_dict().values(), off.state_dict().values()))
     mask = off.tube_mask(2, "cpu", generator=torch.Generator().manual_seed(0))
@@ -175,24 +183,24 @@ def test_decoder_mask_ratio_zero_is_plain_videomae():
     assert torch.equal(loss, reference_loss(mae, videos(), mask))
 
 
-def decoder_masked(seed=0):
+def decoder_masked(tiny_mae, seed=0):
     mae = tiny_mae(decoder_mask_ratio=0.5)
     g = torch.Generator().manual_seed(seed)
     return mae, mae.tube_mask(2, "cpu", generator=g), mae.running_cell_mask(2, "cpu", generator=g)
 
 
-def test_decoder_sees_the_visible_tokens_and_the_decoded_mask_tokens_only():
-    mae, mask, decoder_mask = decoder_masked()
+def test_decoder_sees_the_visible_tokens_and_the_decoded_mask_tokens_only(tiny_mae):
+    mae, mask, decoder_mask = decoder_masked(tiny_mae)
     seen = []
     mae.decoder.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
     loss, pred, _ = mae(videos(), mask, decoder_mask=decoder_mask)
     assert mae.num_decoded == N // 2
-    assert seen == [torch.Size([2, N - N_MASKED + N // 2, 16])]
+    assert seen == [torch.Size([2, N - N_MASKED + N // 2, DECODER_WIDTH])]
     assert pred.shape == (2, N // 2, PATCH_DIM) and torch.isfinite(loss)
 
 
-def test_decoder_masking_loss_covers_exactly_the_tokens_masked_and_decoded():
-    mae, mask, decoder_mask = decoder_masked()
+def test_decoder_masking_loss_covers_exactly_the_tokens_masked_and_decoded(tiny_mae):
+    mae, mask, decoder_mask = decoder_masked(tiny_mae)
     x = videos()
     pred = torch.randn(2, N // 2, PATCH_DIM, generator=torch.Generator().manual_seed(1), requires_grad=True)
     loss = mae.forward_loss(x, pred, mask, decoder_mask)
@@ -207,7 +215,7 @@ def test_decoder_masking_loss_covers_exactly_the_tokens_masked_and_decoded():
     assert torch.equal(pred.grad.abs().sum(dim=2) > 0, torch.stack(scored))
 
 
-def test_forward_draws_a_running_cell_mask_and_trains():
+def test_forward_draws_a_running_cell_mask_and_trains(tiny_mae):
     mae = tiny_mae(decoder_mask_ratio=0.5).train()
     loss, pred, _ = mae(videos(), generator=torch.Generator().manual_seed(0))
     loss.backward()
@@ -219,15 +227,15 @@ def test_forward_draws_a_running_cell_mask_and_trains():
 
 
 @pytest.mark.parametrize("kw", [dict(decoder_mask_ratio=0.1), dict(decoder_mask_ratio=0.5, img_size=12)])
-def test_decoder_mask_ratio_needs_whole_cell_positions_on_an_even_grid(kw):
+def test_decoder_mask_ratio_needs_whole_cell_positions_on_an_even_grid(kw, tiny_mae):
     with pytest.raises(ValueError, match="decoder_mask_ratio"):
-        VideoMAE(**{**TINY, **kw})
+        tiny_mae(**kw)
 
 
-def test_fine_tuning_model_loads_the_encoder():
+def test_fine_tuning_model_loads_the_encoder(tiny_config, tiny_mae):
     mae = tiny_mae()
     torch.manual_seed(1)
-    vit = VideoViT(**ENCODER, num_classes=5)
+    vit = VideoViT(tiny_config, num_classes=5)
     for state in (mae.encoder_state_dict(), mae.state_dict()):
         missing, unexpected = load_encoder(vit, state)
         assert sorted(missing) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
@@ -237,17 +245,18 @@ def test_fine_tuning_model_loads_the_encoder():
             assert torch.equal(vit.state_dict()[name], tensor), name
 
 
-def test_load_encoder_rejects_another_config():
+def test_load_encoder_rejects_another_config(tiny_config, tiny_mae):
     mae = tiny_mae()
     with pytest.raises(PmgflowError, match="does not fit"):
-        load_encoder(VideoViT(**{**ENCODER, "embed_dim": 16}, num_classes=5), mae.state_dict())
+        load_encoder(VideoViT(dataclasses.replace(tiny_config, embed_dim=16), num_classes=5), mae.state_dict())
     with pytest.raises(PmgflowError, match="lacks weights: blocks.2"):
-        load_encoder(VideoViT(**{**ENCODER, "depth": 3}, num_classes=5), mae.state_dict())
+        load_encoder(VideoViT(dataclasses.replace(tiny_config, depth=3), num_classes=5), mae.state_dict())
 
 
-def test_model_config_rebuilds_the_model_and_mask_token_is_not_decayed():
+def test_model_config_rebuilds_the_model_and_mask_token_is_not_decayed(tiny_mae):
     mae = tiny_mae()
-    again = VideoMAE(**mae.model_config)
+    again = VideoMAE.from_model_config(mae.model_config)
+    assert again.config == mae.config
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in mae.state_dict().items()}
     optimizer = create_optimizer_v2(mae, "adamw", lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95))
     no_decay = [p for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]]

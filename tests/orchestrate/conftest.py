@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-TINY_MODEL = {"preset": "tiny", "frames": 4, "img_size": 16, "patch": 4, "embed_dim": 32, "depth": 2,
-              "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
+from ..conftest import TINY_MODEL
+
 TINY_SOURCE = {"kind": "fractal", "categories": 2, "images": 16, "size": 32}
 TINY_ACTIONS = {"kind": "actions", "classes": 3, "train_per_class": 4, "test_per_class": 2, "frames": 12, "size": 32}
 TINY_BASE = {

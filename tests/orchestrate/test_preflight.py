@@ -92,14 +92,11 @@ def finetune_spec(tmp_path, ucf_missing_splits):
 
 
 @pytest.fixture
-def tiny_checkpoint(tmp_path):
+def tiny_checkpoint(tmp_path, tiny_config):
     from pmgflow.model.checkpoints import checkpoint_state, save_checkpoint
     from pmgflow.model.videomae import VideoMAE
-    from pmgflow.spec.model import ModelSpec
 
-    from .conftest import TINY_MODEL
-
-    return save_checkpoint(tmp_path / "model.pt", checkpoint_state(VideoMAE(**ModelSpec(**TINY_MODEL).videomae_kwargs())))
+    return save_checkpoint(tmp_path / "model.pt", checkpoint_state(VideoMAE(tiny_config)))
 
 
 def _finetune(spec, init, tmp_path):

@@ -139,3 +139,19 @@ def test_run_keys_leave_out_execution_fields(tmp_path):
     one = load_sweep(tiny_sweep(tmp_path / "a.yaml")).trials[0]
     other = load_sweep(tiny_sweep(tmp_path / "b.yaml", axes=[{"path": "pretrain.threads", "values": [2]}])).trials[0]
     assert one.hash == other.hash and one.pretrain_key == other.pretrain_key
+
+
+def test_only_selects_trials_by_axis_labels(tmp_path):
+    from pmgflow.orchestrate.sweep import select_trials
+
+    sweep = load_sweep(tiny_sweep(tmp_path / "s.yaml", axes=[
+        {"path": "pretrain.epochs", "values": [0, 1, 2], "labels": ["scratch", "short", "long"], "name": "init"},
+        {"path": "finetune.*.train_fraction", "values": [0.5, 1.0], "name": "fraction"},
+    ]))
+    assert select_trials(sweep, None) == set(range(6))
+    assert select_trials(sweep, ["init=scratch,long"]) == {0, 1, 4, 5}
+    assert select_trials(sweep, ["init=scratch,long", "fraction=0.5"]) == {0, 4}
+    with pytest.raises(SpecError, match="axis init has no label middle; its labels: long, scratch, short"):
+        select_trials(sweep, ["init=middle"])
+    with pytest.raises(SpecError, match="AXIS one of init, fraction"):
+        select_trials(sweep, ["epochs=0"])

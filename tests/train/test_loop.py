@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pmgflow.spec.train import OptimSpec
-from pmgflow.train.loop import RunDir, TrainingError, build_optimizer, build_scheduler, run_steps
+from pmgflow.train.loop import TrainingError, build_optimizer, build_scheduler, run_steps
+from pmgflow.train.rundir import RunDir
 
 LOSSES = [0.5, 0.25, 2.0, 1.0, 0.125, 4.0, 3.0, 0.75, 1.5, 0.5]  # micro-batch k of step s: LOSSES[2 * s + k]
 

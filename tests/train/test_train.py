@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,8 +14,8 @@ from pmgflow.train.finetune import finetune
 from pmgflow.train.loop import TrainingError, build_scheduler
 from pmgflow.train.pretrain import pretrain
 
-TINY_MODEL = {"preset": "tiny", "frames": 4, "img_size": 16, "patch": 4, "embed_dim": 32, "depth": 2,
-              "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
+from ..conftest import TINY_MODEL
+
 TINY_SOURCE = {"kind": "fractal", "categories": 2, "images": 16, "size": 32}
 TINY_ACTIONS = {"kind": "actions", "classes": 3, "train_per_class": 4, "test_per_class": 2, "frames": 12, "size": 32}
 
@@ -96,6 +97,38 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert not list(tmp_path.glob("pretrain-*/result.json"))
 
 
+def test_first_pretraining_losses_keep_their_golden_values(tmp_path):
+    """Golden values, so that a change in numerics (initialisation, fractal images, crops, PMG, masks, loss,
+    AdamW) shows: three one-step epochs of the tiny model, seed 0, one torch thread. Obtained once by running this
+    spec with the code of commit 066766f on the CPU and copying the epochs' pretrain_loss."""
+    spec = PretrainSpec(model=TINY_MODEL, source=TINY_SOURCE, epochs=3, clips_per_epoch=8, batch_size=8,
+                        warmup_epochs=0, blr=0.1, threads=1)
+    losses = []
+    pretrain(spec, root=tmp_path, on_epoch=lambda epoch, metrics: losses.append(metrics["pretrain_loss"]))
+    assert losses == pytest.approx([1.399405598640442, 1.2440617084503174, 1.1599217653274536], abs=1e-4)
+
+
+@pytest.mark.parametrize("batch", [3, 4])
+def test_mixup_batches_of_any_size_get_label_smoothed_targets(batch):
+    from timm.data import Mixup
+
+    from pmgflow.train.finetune import mix_batch
+
+    mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=5)
+    videos = torch.rand(batch, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3][:batch])
+    np.random.seed(0)  # timm draws lambda and mixup-or-cutmix from numpy
+    mixed, targets = mix_batch(mixup, videos.clone(), labels)
+    assert mixed.shape == videos.shape and targets.shape == (batch, 5)
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(batch))
+    assert targets.min() >= 0.1 / 5 - 1e-6  # every class keeps its smoothing share
+    if batch % 2:  # timm mixes pairs: an odd batch is left as it is, with smoothed one-hot targets, not plain ones
+        assert torch.equal(mixed, videos)
+        torch.testing.assert_close(targets, torch.full((batch, 5), 0.02) + 0.9 * torch.eye(5)[labels])
+    else:
+        assert not torch.equal(mixed, videos)
+
+
 def test_schedule_warms_up_then_decays():
     spec = tiny_pretrain(epochs=10, warmup_epochs=2, blr=2.56e-3, batch_size=100, min_lr=0.0)
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=spec.lr)
@@ -152,7 +185,7 @@ def test_a_run_held_by_another_process_is_waited_for_not_trained_twice(tmp_path,
     import sys
     import threading
 
-    from pmgflow.train.loop import RunDir
+    from pmgflow.train.rundir import RunDir
 
     spec = tiny_pretrain()
     run_path = RunDir.for_spec("pretrain", spec, tmp_path).path
