@@ -86,6 +86,14 @@ def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
                          ", ".join(map(str, indices)), RunDir.at(root, "pretrain", key).state()])
     scratch = sum(t.pretrain_key is None for t in sweep.trials)
     note = f"{len(shared)} pre-training(s) for {len(sweep.trials) - scratch} pre-trained trial(s); {scratch} from scratch."
+    chains: dict[str, int] = {}
+    for key, indices in shared.items():
+        spec = sweep.trials[indices[0]].spec.pretrain
+        if spec.prefix_key is not None:
+            chains[spec.prefix_key] = max(chains.get(spec.prefix_key, 0), spec.epochs)
+    if chains:
+        note += (f" Constant schedule: they form {len(chains)} chain(s) of epochs, each computed once "
+                 f"({sum(chains.values())} pre-training epoch(s) in all; shorter runs are checkpoints of longer ones).")
     return trials, Table("pre-trainings (trials differing only in fine-tuning share one)",
                          ["pre-training", "epochs", "source", "transforms", "trials", "run"], pre_rows, note)
 

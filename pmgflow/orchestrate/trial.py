@@ -104,7 +104,14 @@ def pretrain_stage(spec: PretrainSpec, ctx: TrialContext, log: TrialLogger, repo
         # This process holds the run's lock while the workers train (they take none among themselves), so a
         # trial sharing this pre-training waits for it; a finished run is not trained again.
         run = RunDir.for_spec("pretrain", spec, root)
-        run.run_once(lambda: _pretrain_data_parallel(run, spec, ctx, log))
+        if spec.schedule == "constant":  # a chain of runs differing in epochs: start from the furthest one
+            from pmgflow.train.pretrain import shared_prefix
+
+            run.keep_epochs = True
+            with shared_prefix(run, spec):
+                run.run_once(lambda: _pretrain_data_parallel(run, spec, ctx, log))
+        else:
+            run.run_once(lambda: _pretrain_data_parallel(run, spec, ctx, log))
     result = pretrain(spec, root=root, on_epoch=_epoch_callback(log, "pretrain", report))
     log_history(log, "pretrain", result["run_dir"])
     return result

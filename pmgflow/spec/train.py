@@ -64,6 +64,11 @@ class PretrainSpec(OptimSpec):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Encoder and decoder sizes.")
     source: ImageSourceSpec = Field(default_factory=FractalSource, description="Where the still images come from.")
     pmg: PMGSpec = Field(default_factory=dict, description="The Pseudo Motion Generator (frames and size follow the model).")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="Learning-rate schedule after the warm-up: cosine (VideoMAE's, decaying to min_lr at "
+        "the last step) or constant. Under constant, epoch e of a run does not depend on its total epochs, so runs "
+        "differing only in `epochs` share their work: a longer run continues from a shorter one's checkpoint and a "
+        "shorter one is a checkpoint of a longer one (each run keeps every epoch's checkpoint for that).")
     mask_ratio: float = Field(0.75, gt=0, lt=1, description="Tube-mask ratio (paper: 0.75; VideoMAE on K400: 0.9).")
     decoder_mask_ratio: float = Field(0.0, ge=0, lt=1, description="VideoMAE V2 decoder masking: this fraction "
                                       "of tokens is left out of the decoder by running-cell masking (0 = off, "
@@ -73,6 +78,14 @@ class PretrainSpec(OptimSpec):
     crop_scale: tuple[float, float] = Field((0.35, 1.0), description="Random resized crop scale range before PMG.")
     real_mix: RealVideoMix | None = Field(None, description="Optionally mix real video clips into each batch.")
     loader: VideoLoaderSpec = Field(default_factory=VideoLoaderSpec, description="How real_mix videos are read.")
+
+    @property
+    def prefix_key(self) -> str | None:
+        """Under `schedule: constant`, the key runs differing only in `epochs` share (they form one chain of
+        epochs); None under cosine."""
+        from pmgflow.spec.base import run_key
+
+        return run_key(self.model_copy(update={"epochs": 0})) if self.schedule == "constant" else None
 
     @model_validator(mode="before")
     @classmethod

@@ -70,8 +70,14 @@ def build_optimizer(model: torch.nn.Module, spec: OptimSpec, layer_decay: float 
 
 
 def build_scheduler(optimizer, spec: OptimSpec, steps_per_epoch: int) -> CosineLRScheduler:
-    """Per-step cosine schedule with linear warm-up (call `step_update(global_step)` before each step)."""
+    """Per-step cosine (or, with `schedule: constant`, flat) schedule after a linear warm-up (call
+    `step_update(global_step)` before each step)."""
     total = max(spec.epochs * steps_per_epoch, 1)
+    if getattr(spec, "schedule", "cosine") == "constant":
+        # Flat at the peak after the warm-up, whatever the total: step s has the same lr in a run of any length.
+        warmup = int(spec.warmup_epochs * steps_per_epoch)
+        return CosineLRScheduler(optimizer, t_initial=max(total - warmup, 1), lr_min=spec.lr, warmup_t=warmup,
+                                 warmup_lr_init=spec.min_lr, warmup_prefix=True, t_in_epochs=False)
     warmup = min(int(spec.warmup_epochs * steps_per_epoch), total - 1)
     # warmup_prefix: the cosine starts after the warm-up and ends at min_lr on the last step.
     return CosineLRScheduler(optimizer, t_initial=total - warmup, lr_min=spec.min_lr, warmup_t=warmup,

@@ -7,7 +7,9 @@ ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +84,52 @@ def pretrain(spec: PretrainSpec, *, root: Path | None = None, on_epoch: EpochCal
     `batch_size` is the total over ranks, each rank generates its own share of the batch, rank 0 writes.
     """
     run = RunDir.for_spec("pretrain", spec, root)
-    # The ranks of one distributed job share its run directory: no lock among them.
-    return run.run_once(lambda: _pretrain_run(run, spec, on_epoch, progress, bank, device),
-                        lock=distributed_context()[1] == 1)
+    single = distributed_context()[1] == 1
+    train = lambda: _pretrain_run(run, spec, on_epoch, progress, bank, device)  # noqa: E731
+    if spec.schedule != "constant":
+        # The ranks of one distributed job share its run directory: no lock among them.
+        return run.run_once(train, lock=single)
+    run.keep_epochs = True
+    if not single:  # a rank of a data-parallel job: the trial process holds the chain's lock (trial.py)
+        return run.run_once(train, lock=False)
+    with shared_prefix(run, spec):
+        return run.run_once(train)
+
+
+def prefix_donor(spec: PretrainSpec, run: RunDir) -> tuple[RunDir, int] | None:
+    """The run of the same chain under the runs root whose kept epochs go furthest, up to spec.epochs: (run, its
+    last kept epoch below spec.epochs), if it is beyond this run's own progress."""
+    import yaml
+
+    key, best = spec.prefix_key, None
+    own = max(run.kept_epochs(), default=-1)
+    for other in RunDir.under(run.path.parent):
+        if other.path == run.path or not other.path.name.startswith("pretrain-"):
+            continue
+        try:
+            other_spec = PretrainSpec.model_validate(yaml.safe_load((other.path / "spec.yaml").read_text()))
+        except Exception:  # a foreign or half-written directory: not a donor
+            continue
+        if other_spec.schedule != "constant" or other_spec.prefix_key != key:
+            continue
+        kept = [e for e in other.kept_epochs() if e < spec.epochs]
+        if kept and kept[-1] > own and (best is None or kept[-1] > best[1]):
+            best = (other, kept[-1])
+    return best
+
+
+@contextlib.contextmanager
+def shared_prefix(run: RunDir, spec: PretrainSpec) -> Iterator[None]:
+    """Hold the chain's lock (runs that differ only in epochs train one after the other) and start `run` from
+    the furthest epoch another run of the chain reached, so that no epoch of the chain is computed twice."""
+    from filelock import FileLock
+
+    folder = run.path.parent / ".locks"
+    folder.mkdir(exist_ok=True)
+    with FileLock(folder / f"pretrain-chain-{spec.prefix_key}.lock"):
+        if run.result() is None and (donor := prefix_donor(spec, run)) is not None:
+            run.continue_from(*donor)
+        yield
 
 
 def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | None, progress: StepProgress | None,

@@ -33,6 +33,7 @@ class RunDir:
 
     path: Path
     history: list[dict[str, Any]] = field(default_factory=list)
+    keep_epochs: bool = False  # keep every epoch's checkpoint (epoch-<e>.pt), e.g. for runs that share prefixes
 
     @classmethod
     def at(cls, root: str | Path, stage: str, key: str) -> "RunDir":
@@ -68,6 +69,30 @@ class RunDir:
     @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    def epoch_path(self, epoch: int) -> Path:
+        """The kept checkpoint of epoch `epoch` (0-based), as last.pt was after it."""
+        return self.path / f"epoch-{epoch}.pt"
+
+    def kept_epochs(self) -> list[int]:
+        """The epochs whose checkpoints are kept, in order."""
+        return sorted(int(p.stem.split("-")[1]) for p in self.path.glob("epoch-*.pt"))
+
+    def continue_from(self, donor: "RunDir", epoch: int) -> None:
+        """Start this run from epoch `epoch` of another run (its kept checkpoint becomes this run's last.pt, its
+        metrics up to that epoch this run's), so that training resumes after it."""
+        import shutil
+
+        tmp = self.last_path.with_suffix(".tmp")
+        shutil.copyfile(donor.epoch_path(epoch), tmp)
+        os.replace(tmp, self.last_path)
+        if self.keep_epochs:
+            for e in donor.kept_epochs():
+                if e <= epoch and not self.epoch_path(e).exists():
+                    os.link(donor.epoch_path(e), self.epoch_path(e))
+        history = [h for h in donor.metrics() if h["epoch"] <= epoch]
+        with open(self.metrics_path, "w") as f:
+            f.writelines(json.dumps(h) + "\n" for h in history)
 
     def state(self) -> RunState:
         """'done' (it has its result), 'partial' (an epoch checkpoint to resume from) or 'new'."""
@@ -135,6 +160,9 @@ class RunDir:
         self.history.append({"epoch": epoch, **metrics})
         state = checkpoint_state(model, optimizer=optimizer.state_dict(), epoch=epoch, history=self.history, **extra)
         save_checkpoint(self.last_path, state)
+        if self.keep_epochs:  # a hard link: last.pt is replaced (not rewritten) next epoch, so this one stays
+            self.epoch_path(epoch).unlink(missing_ok=True)
+            os.link(self.last_path, self.epoch_path(epoch))
         with open(self.metrics_path, "w") as f:  # rewritten whole: a resumed run has no duplicates
             f.writelines(json.dumps(h) + "\n" for h in self.history)
 
