@@ -40,3 +40,33 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * (0.2 if p.ndim > 1 else 0.5))
     return model.eval()
+
+
+def waited_behind_lock(run_path, finished: dict, call) -> dict:
+    """Run `call()` while another process holds the run directory's lock; that process then writes `finished` as the
+    run's result and lets go. Returns what `call()` returned, after checking it waited rather than trained."""
+    import json
+    import subprocess
+    import sys
+    import threading
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from filelock import FileLock\n"
+         f"lock = FileLock({str(run_path / '.lock')!r}); lock.acquire(); print('held', flush=True)\n"
+         f"sys.stdin.readline(); open({str(run_path / 'result.json')!r}, 'w').write({json.dumps(finished)!r})"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = {}
+        waiter = threading.Thread(target=lambda: out.update(call()), daemon=True)
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive()  # blocked on the lock, not training
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        waiter.join(timeout=60)
+        assert not waiter.is_alive()
+    finally:
+        holder.kill()
+        holder.wait()
+    return out

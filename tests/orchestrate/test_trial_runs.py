@@ -1,10 +1,8 @@
 """Trials that share a pre-training: the run directory's lock makes one wait for the other, whether the
 pre-training runs in the trial's process or data-parallel in workers; nothing is trained twice."""
 
-import json
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -12,6 +10,7 @@ from pmgflow.orchestrate import trial
 from pmgflow.spec.train import PretrainSpec
 from pmgflow.train.rundir import RunDir
 
+from ..conftest import waited_behind_lock
 from .conftest import TINY_MODEL, TINY_SOURCE
 
 
@@ -68,24 +67,6 @@ def test_a_trial_waits_for_the_one_training_its_shared_pretraining(stage, worker
     _, run, trained, run_stage = stage
     finished = {"stage": "pretrain", "run_dir": str(run.path), "by": "the other trial"}
     # Another trial's process holds the run's lock, then finishes the run (writes its result) and exits.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from filelock import FileLock\n"
-         f"lock = FileLock({str(run.path / '.lock')!r}); lock.acquire(); print('held', flush=True)\n"
-         f"sys.stdin.readline(); open({str(run.result_path)!r}, 'w').write({json.dumps(finished)!r})"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        out = {}
-        waiter = threading.Thread(target=lambda: out.update(run_stage(workers)), daemon=True)
-        waiter.start()
-        waiter.join(timeout=1.0)
-        assert waiter.is_alive()  # blocked on the lock, not training
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        waiter.join(timeout=60)
-        assert not waiter.is_alive()
-    finally:
-        holder.kill()
-        holder.wait()
+    out = waited_behind_lock(run.path, finished, lambda: run_stage(workers))
     assert out == finished and trained == []  # the other trial's result, and nothing trained by this one
     assert "another process is running this spec" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from pmgflow.train.finetune import finetune
 from pmgflow.train.loop import TrainingError, build_scheduler
 from pmgflow.train.pretrain import pretrain
 
-from ..conftest import TINY_MODEL
+from ..conftest import TINY_MODEL, waited_behind_lock
 
 TINY_SOURCE = {"kind": "fractal", "categories": 2, "images": 16, "size": 32}
 TINY_ACTIONS = {"kind": "actions", "classes": 3, "train_per_class": 4, "test_per_class": 2, "frames": 12, "size": 32}
@@ -181,35 +181,13 @@ def test_missing_init_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_a_run_held_by_another_process_is_waited_for_not_trained_twice(tmp_path, capsys):
-    import subprocess
-    import sys
-    import threading
-
     from pmgflow.train.rundir import RunDir
 
     spec = tiny_pretrain()
     run_path = RunDir.for_spec("pretrain", spec, tmp_path).path
     finished = {"stage": "pretrain", "pretrain_loss": 0.5, "checkpoint": "elsewhere.pt"}
     # Another process holds the run's lock, then finishes the run (writes its result) and exits.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from filelock import FileLock\n"
-         f"lock = FileLock({str(run_path / '.lock')!r}); lock.acquire(); print('held', flush=True)\n"
-         f"sys.stdin.readline(); open({str(run_path / 'result.json')!r}, 'w').write({json.dumps(finished)!r})"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        out = {}
-        waiter = threading.Thread(target=lambda: out.update(pretrain(spec, root=tmp_path)), daemon=True)
-        waiter.start()
-        waiter.join(timeout=1.0)
-        assert waiter.is_alive()  # blocked on the lock, not training
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        waiter.join(timeout=60)
-        assert not waiter.is_alive()
-    finally:
-        holder.kill()
-        holder.wait()
+    out = waited_behind_lock(run_path, finished, lambda: pretrain(spec, root=tmp_path))
     assert out == finished  # the other process's result, reused
     assert not (run_path / "last.pt").exists()  # and nothing trained here
     assert "another process is running this spec" in capsys.readouterr().err
