@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_serializer, model_validator
 
 from pmgflow.errors import SpecError
 from pmgflow.spec.base import Spec, format_validation_error, load_spec, read_yaml
 from pmgflow.spec.data import AbsPath, ActionsDatasetSpec, DatasetSpec, FractalSource, ImageSourceSpec, VideoLoaderSpec
 from pmgflow.spec.model import ModelSpec
 from pmgflow.spec.pmg import PMGSpec
+from pmgflow.spec.sources import VideoSourceSpec
 
 
 class OptimSpec(Spec):
@@ -64,6 +65,11 @@ class PretrainSpec(OptimSpec):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Encoder and decoder sizes.")
     source: ImageSourceSpec = Field(default_factory=FractalSource, description="Where the still images come from.")
     pmg: PMGSpec = Field(default_factory=dict, description="The Pseudo Motion Generator (frames and size follow the model).")
+    videos: list[VideoSourceSpec] | None = Field(
+        None, min_length=1,
+        description="Video sources and the share of every batch each makes (kind: pmg, shapes or mosi; shares add "
+        "up to 1); unset: PMG makes every video (the paper's setting). Shapes and MoSI clips have the model's "
+        "frames and size; `source` gives MoSI its images and shapes their image textures.")
     schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="Learning-rate schedule after the warm-up: cosine (VideoMAE's, decaying to min_lr at "
         "the last step) or constant. Under constant, epoch e of a run does not depend on its total epochs, so runs "
@@ -78,6 +84,32 @@ class PretrainSpec(OptimSpec):
     crop_scale: tuple[float, float] = Field((0.35, 1.0), description="Random resized crop scale range before PMG.")
     real_mix: RealVideoMix | None = Field(None, description="Optionally mix real video clips into each batch.")
     loader: VideoLoaderSpec = Field(default_factory=VideoLoaderSpec, description="How real_mix videos are read.")
+
+    @model_validator(mode="after")
+    def _shares(self) -> "PretrainSpec":
+        if self.videos is None:
+            return self
+        total = sum(v.fraction for v in self.videos)
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"videos: the fractions add up to {total:g}, not 1")
+        if sum(v.kind == "pmg" for v in self.videos) > 1:
+            raise ValueError("videos: pmg is listed more than once (its parameters are the spec's `pmg`)")
+        if len(self.videos) == 1 and self.videos[0].kind == "pmg":
+            object.__setattr__(self, "videos", None)  # the default spelled out: one spec, one run key
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_videos(self, handler):
+        # Without `videos` a spec dumps as before the field existed, so run keys of PMG-only runs are unchanged.
+        data = handler(self)
+        if self.videos is None and isinstance(data, dict):
+            data.pop("videos", None)
+        return data
+
+    @property
+    def video_kinds(self) -> tuple[str, ...]:
+        """The kinds of video source this pre-training draws from."""
+        return ("pmg",) if self.videos is None else tuple(v.kind for v in self.videos)
 
     @property
     def prefix_key(self) -> str | None:

@@ -1,8 +1,9 @@
-"""VideoMAE pre-training on pseudo-motion videos: images -> random resized crop -> PMG -> tube mask -> loss.
+"""VideoMAE pre-training on pseudo-motion videos: images -> random resized crop -> PMG -> tube mask -> loss
+(or the spec's other video sources: moving shapes, MoSI, a mix; pmgflow/sources).
 
-The PMG runs on the training device inside the loop (no video is ever decoded or stored). Every random draw
-(data order, crops, motions, masks, drop path) comes from streams seeded by (seed, epoch), so a resumed run
-ends with the same weights as an uninterrupted one.
+Every source runs on the training device inside the loop (no video is ever decoded or stored). Every random
+draw (data order, crops, motions, masks, drop path) comes from streams seeded by (seed, epoch), so a resumed
+run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pmgflow.errors import PmgflowError
 from pmgflow.model.checkpoints import checkpoint_state, save_checkpoint
 from pmgflow.model.config import VideoViTConfig
 from pmgflow.model.videomae import VideoMAE
-from pmgflow.pmg.clips import ImageClips
+from pmgflow.sources.mix import VideoClips
 from pmgflow.spec.train import PretrainSpec
 from pmgflow.train.loop import (EpochCallback, StepProgress, autocast, build_optimizer, build_scheduler,
                                 configure_threads, distributed_context, fit, resolve_device, run_steps, stream_seed)
@@ -150,7 +151,7 @@ def _pretrain_run(run: RunDir, spec: PretrainSpec, on_epoch: EpochCallback | Non
     if spec.compile:  # only the forward is compiled: checkpoints hold `model`'s own keys
         net = torch.compile(net)
     optimizer = build_optimizer(model, spec)
-    clips = ImageClips.of(spec, bank)
+    clips = VideoClips(spec, bank)
     steps = steps_per_epoch(spec, len(clips))
     scheduler = build_scheduler(optimizer, spec, steps)
     per_rank = spec.batch_size // world

@@ -1,0 +1,105 @@
+"""The videos of a pre-training: each batch split among the spec's video sources by their shares.
+
+Without `videos` in the spec every clip is PMG's (exactly as `ImageClips` makes them). With it, a batch of n
+clips gives each source floor(n x fraction) rows, and the rows left over go to sources drawn in proportion to
+their remaining shares, so every source makes its fraction of the clips on average even in small batches.
+Sources fill contiguous rows of the batch in the order listed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from pmgflow.data.images import ImageBank
+from pmgflow.pmg.clips import ImageClips
+from pmgflow.sources.mosi import MoSIGenerator
+from pmgflow.sources.shapes import ShapesGenerator
+from pmgflow.spec.sources import MoSIVideos, PMGVideos, ShapesVideos
+from pmgflow.spec.train import PretrainSpec
+
+Device = torch.device | str | None
+
+
+def split_counts(n: int, fractions: list[float], g: torch.Generator) -> list[int]:
+    """n rows shared by fractions (summing to 1): the floors, then the rest drawn by the leftover shares."""
+    counts = [math.floor(n * f) for f in fractions]
+    rest = n - sum(counts)
+    if rest:
+        left = torch.tensor([n * f - c for f, c in zip(fractions, counts)], dtype=torch.float64).clamp_min(0)
+        if float(left.sum()) <= 0:
+            left = torch.tensor(fractions, dtype=torch.float64)
+        for i in torch.multinomial(left, rest, replacement=False, generator=g).tolist():
+            counts[i] += 1
+    return counts
+
+
+class VideoClips:
+    """Pre-training clips (B,3,T,size,size) of a spec's video sources. The image source (PMG's stills, MoSI's
+    images, shapes' image textures) also sets the epoch's length: one clip per image by default."""
+
+    def __init__(self, spec: PretrainSpec, bank: ImageBank | None = None):
+        self.spec = spec
+        self.images = ImageClips.of(spec, bank)
+        self.sources = spec.videos or [PMGVideos()]
+        frames, size = spec.pmg.frames, spec.pmg.size
+        self.makers: list[Callable] = []
+        for source in self.sources:
+            if isinstance(source, ShapesVideos):
+                self.makers.append(self._shapes(ShapesGenerator(source, frames, size)))
+            elif isinstance(source, MoSIVideos):
+                self.makers.append(self._mosi(MoSIGenerator(source, frames, size)))
+            else:
+                self.makers.append(self._pmg)
+        self.fractions = [s.fraction for s in self.sources]
+
+    @property
+    def labels(self) -> list[str]:
+        """A name per source: its kind, numbered where a kind is listed more than once (shapes-1, shapes-2)."""
+        kinds = [s.kind for s in self.sources]
+        return [k if kinds.count(k) == 1 else f"{k}-{kinds[:i].count(k) + 1}" for i, k in enumerate(kinds)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Indices of n different images (all, if the source has fewer)."""
+        return self.images.draw(n, generator)
+
+    def clips(self, indices: torch.Tensor, generator: torch.Generator, device: Device = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+        """One clip per index (B = len(indices)): the images at the indices feed the sources that take stills."""
+        if self.spec.videos is None:  # PMG alone: the paper's setting, bit for bit
+            return self.images.clips(indices, generator, device, out)
+        n, frames, size = len(indices), self.spec.pmg.frames, self.spec.pmg.size
+        if out is None:
+            out = torch.empty(n, 3, frames, size, size, device=device)
+        start = 0
+        for make, count in zip(self.makers, split_counts(n, self.fractions, generator)):
+            if count:
+                make(indices[start:start + count], generator, out.device, out[start:start + count])
+                start += count
+        return out
+
+    def by_source(self, n: int, generator: torch.Generator, device: Device = None) -> dict[str, torch.Tensor]:
+        """n clips of each source (previews): {label: (n,3,T,size,size)}."""
+        indices = self.draw(n, generator)
+        return {label: make(indices, generator, device, None) for label, make in zip(self.labels, self.makers)}
+
+    def _pmg(self, indices, g, device, out):
+        return self.images.clips(indices, g, device, out)
+
+    def _mosi(self, generator: MoSIGenerator):
+        def make(indices, g, device, out):
+            return generator(self.images.images(indices, device).float().div_(255), g, out)
+        return make
+
+    def _shapes(self, generator: ShapesGenerator):
+        def textures(m: int, g: torch.Generator, device) -> torch.Tensor:
+            return self.images.crops(torch.randint(len(self.images), (m,), generator=g), g, device)
+
+        def make(indices, g, device, out):
+            return generator(len(indices), g, device or "cpu", lambda m, gen: textures(m, gen, device), out)
+        return make
