@@ -56,12 +56,14 @@ def preview(
     frames: Annotated[Optional[int], typer.Option(help="Frames per clip (default: the spec's; 16 with no spec).")] = None,
     mode: Annotated[Optional[str], typer.Option(help="composed or recursive.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of images and motions.")] = 0,
+    videos: Annotated[Optional[str], typer.Option(help="Comma-separated video sources: pmg, shapes, mosi (default: "
+                                                  "the spec's; all three with no spec).")] = None,
 ):
-    """Write a GIF of a few pseudo-motion clips per transform and one PNG contact sheet."""
+    """Write a GIF of a few clips per PMG transform and per other video source, and one PNG contact sheet."""
     from pmgflow.jobs import preview_job
 
     written = preview_job(out=out, spec_path=spec, source=source, transforms=transforms, clips=clips,
-                          size=size, frames=frames, mode=mode, seed=seed)
+                          size=size, frames=frames, mode=mode, seed=seed, videos=videos)
     console.print(f"wrote {len(written)} files to [bold]{out}[/]: " + ", ".join(p.name for p in written))
 
 

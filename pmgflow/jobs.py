@@ -22,17 +22,44 @@ def preview_source(source: str | None, spec: PretrainSpec | None):
     return FolderSource(path=Path(source))
 
 
+PREVIEW_SOURCES = {"pmg": {"kind": "pmg"}, "shapes": {"kind": "shapes", "texture": "image"}, "mosi": {"kind": "mosi"}}
+"""What `pmgflow preview --videos` shows of each kind (its default parameters; shapes textured with images)."""
+
+
+def preview_videos(spec: PretrainSpec | None, videos: str | None) -> list:
+    """The video sources a preview shows: --videos (pmg, shapes, mosi) wins, then the spec's, else all three."""
+    from pydantic import TypeAdapter
+
+    from pmgflow.spec.sources import VideoSourceSpec
+
+    if videos is None:
+        if spec is not None:
+            return spec.videos or [PREVIEW_SOURCES["pmg"]]
+        names = list(PREVIEW_SOURCES)
+    else:
+        names = [v.strip() for v in videos.split(",") if v.strip()]
+        unknown = [n for n in names if n not in PREVIEW_SOURCES]
+        if unknown or not names:
+            raise SpecError(f"--videos: unknown video source(s) {', '.join(unknown) or '(none)'}; known: "
+                            f"{', '.join(PREVIEW_SOURCES)}")
+    return [TypeAdapter(VideoSourceSpec).validate_python(PREVIEW_SOURCES[n]) for n in names]
+
+
 def preview_job(out: Path, spec_path: Path | None, source: str | None, transforms: str | None, clips: int,
-                size: int | None, frames: int | None, mode: str | None, seed: int) -> list[Path]:
-    """Generate clips from the image source with every transform of the set and write the preview files."""
+                size: int | None, frames: int | None, mode: str | None, seed: int,
+                videos: str | None = None) -> list[Path]:
+    """Generate clips from the image source with every transform of the set (PMG) and with every other video
+    source, and write the preview files."""
     import torch
 
     from pmgflow.pmg.clips import ImageClips
     from pmgflow.pmg.preview import render_preview
     from pmgflow.pmg.transforms import TRANSFORMS
+    from pmgflow.sources.mix import VideoClips
     from pmgflow.spec.base import validate_spec
 
     spec = load_spec(PretrainSpec, spec_path) if spec_path else None
+    sources = preview_videos(spec, videos)
     pmg_data = spec.pmg.model_dump() if spec else {"frames": 16, "size": 112, "transforms": sorted(TRANSFORMS)}
     if transforms:
         pmg_data["transforms"] = [t.strip() for t in transforms.split(",") if t.strip()]
@@ -44,8 +71,14 @@ def preview_job(out: Path, spec_path: Path | None, source: str | None, transform
         made = ImageClips(pmg_spec, preview_source(source, spec), (spec or PretrainSpec()).crop_scale,
                           progress=update)
     report_skipped(made.bank)
+    shown = (spec or PretrainSpec()).model_copy(update={"pmg": pmg_spec, "videos": sources})
+    others = VideoClips(shown, made.bank)
     g = torch.Generator().manual_seed(seed)
-    return render_preview(made.pmg, made.crops(made.draw(clips, g), g), out, seed=seed)
+    with_pmg = any(s.kind == "pmg" for s in sources)
+    rest = {label: make(others.draw(clips, g), g, None, None)
+            for label, make, s in zip(others.labels, others.makers, sources) if s.kind != "pmg"}
+    return render_preview(made.pmg if with_pmg else None, made.crops(made.draw(clips, g), g) if with_pmg else None,
+                          out, seed=seed, others=rest)
 
 
 def report_skipped(bank) -> None:

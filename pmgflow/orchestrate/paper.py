@@ -1,4 +1,5 @@
-"""The paper's numbers, as data: the targets `pmgflow report` puts beside ours.
+"""The paper's numbers, as data: the targets `pmgflow report` puts beside ours (and, in the `sources` table, the
+published numbers of the other collection-free recipes, each row naming its paper).
 
 Provenance: *Data Collection-free Masked Video Modeling*, Ishikawa, Kondo, Aoki, ECCV 2024 (arXiv 2409.06665).
 No official code is public; the numbers come from a public summary of the paper. Its baseline rows (scratch
@@ -25,6 +26,7 @@ class PaperTable:
     rows: dict[str, tuple[float | None, ...]]
     aliases: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    provenance: str = PROVENANCE
 
     def lookup(self, label: str) -> dict[str, float] | None:
         """The paper's numbers of the row a label names (its own row name or an alias, any case), or None."""
@@ -82,6 +84,34 @@ TABLES: dict[str, PaperTable] = {
               "real + pseudo-motion": (92.2, 64.6)},
     ),
 }
+
+YU_PROVENANCE = (
+    "Rows marked (Yu et al.): Yu, Chen, Gandelsman, Learning Video Representations without Natural Videos "
+    "(arXiv 2410.24213), VideoMAE ViT-B pre-trained on their synthetic videos, fine-tuned top-1 %; HMDB51 only where "
+    "reported. Rows marked (Ishikawa et al.): " + PROVENANCE + " MoSI's row is Ishikawa et al.'s ViT-B run of MoSI "
+    "(Huang et al., CVPR 2021) on real images.")
+
+TABLES["sources"] = PaperTable(
+    title="Collection-free pre-training video sources",
+    columns=UCF_HMDB,
+    rows={"static images (Ishikawa et al.)": (72.7, 35.6),
+          "PMG Zoom-in/out + Affine + Mixup, Shaders1k (Ishikawa et al.)": (89.4, 59.7),
+          "MoSI, real images (Ishikawa et al.)": (48.0, 27.3),
+          "static circles (Yu et al.)": (67.8, None),
+          "moving circles (Yu et al.)": (85.2, None),
+          "accelerating transforming textured shapes (Yu et al.)": (89.4, None),
+          "StyleGAN texture crops (Yu et al.)": (90.2, 64.1),
+          "real image crops (Yu et al.)": (91.3, 64.1)},
+    aliases={"static": "static images (Ishikawa et al.)",
+             "pmg": "PMG Zoom-in/out + Affine + Mixup, Shaders1k (Ishikawa et al.)",
+             "mosi": "MoSI, real images (Ishikawa et al.)",
+             "static_circles": "static circles (Yu et al.)", "moving_circles": "moving circles (Yu et al.)",
+             "textured": "accelerating transforming textured shapes (Yu et al.)"},
+    note="Yu et al.'s moving-shapes, transforming and accelerating rows (without textures) are not in this table. "
+         "Their textured rows crop textures from a texture set or real images; pmgflow's CPU-scale textures are crops "
+         "of the embedded fractals.",
+    provenance=YU_PROVENANCE,
+)
 
 # Which paper column a fine-tuning dataset kind is compared with.
 DATASET_COLUMNS = {"ucf101": "UCF101", "hmdb51": "HMDB51", "diving48": "Diving48"}

@@ -21,7 +21,7 @@ from typing import Any
 
 from pmgflow.errors import PmgflowError
 from pmgflow.orchestrate import tracking
-from pmgflow.orchestrate.paper import DATASET_COLUMNS, PROVENANCE, TABLES, PaperTable
+from pmgflow.orchestrate.paper import DATASET_COLUMNS, TABLES, PaperTable
 from pmgflow.orchestrate.stats import RESAMPLES, Estimate, read_estimate
 
 Cell = str | float | Estimate | None
@@ -183,7 +183,7 @@ def ablation_table(record: SweepRecord) -> Table:
         rows.append(cells)
     notes = [uncertainty_note(record)]
     if paper:
-        notes.append(f"Paper: {paper.title}; {PROVENANCE}{' ' + paper.note if paper.note else ''} "
+        notes.append(f"Paper: {paper.title}; {paper.provenance}{' ' + paper.note if paper.note else ''} "
                      "Our numbers are at this sweep's scale and on its datasets.")
     return Table(f"{record.name}: {record.metric} (%)", header, rows, " ".join(n for n in notes if n),
                  tuple(c[0] for c in columns if c[1] == "ours"))

@@ -82,7 +82,7 @@ def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
     pre_rows = []
     for key, indices in shared.items():
         spec = sweep.trials[indices[0]].spec.pretrain
-        pre_rows.append([key, spec.epochs, spec.source.kind, "+".join(c.name for c in spec.pmg.transforms),
+        pre_rows.append([key, spec.epochs, spec.source.kind, spec.videos_summary,
                          ", ".join(map(str, indices)), RunDir.at(root, "pretrain", key).state()])
     scratch = sum(t.pretrain_key is None for t in sweep.trials)
     note = f"{len(shared)} pre-training(s) for {len(sweep.trials) - scratch} pre-trained trial(s); {scratch} from scratch."
@@ -95,7 +95,7 @@ def plan_tables(sweep: Sweep, root: Path) -> tuple[Table, Table]:
         note += (f" Constant schedule: they form {len(chains)} chain(s) of epochs, each computed once "
                  f"({sum(chains.values())} pre-training epoch(s) in all; shorter runs are checkpoints of longer ones).")
     return trials, Table("pre-trainings (trials differing only in fine-tuning share one)",
-                         ["pre-training", "epochs", "source", "transforms", "trials", "run"], pre_rows, note)
+                         ["pre-training", "epochs", "source", "videos", "trials", "run"], pre_rows, note)
 
 
 @contextlib.contextmanager

@@ -47,15 +47,17 @@ class TrialPayload:
 
 
 def pmg_preview_gif(spec: PretrainSpec, path: Path, clips: int = 4) -> Path:
-    """A GIF of a few pseudo-motion clips exactly as this pre-training generates them."""
+    """A GIF of a few pre-training clips exactly as this pre-training generates them (PMG's, or a batch of its
+    own mix of video sources)."""
     import torch
 
-    from pmgflow.pmg.clips import ImageClips
     from pmgflow.pmg.preview import save_gif, tile_clips, to_uint8
+    from pmgflow.sources.mix import VideoClips
 
-    source = ImageClips.of(spec)
+    source = VideoClips(spec)
     g = torch.Generator().manual_seed(spec.seed)
-    save_gif(tile_clips(to_uint8(source.clips(source.draw(clips, g), g))), path)
+    n = max(clips, len(source.sources))
+    save_gif(tile_clips(to_uint8(source.clips(source.draw(n, g), g))), path)
     return path
 
 

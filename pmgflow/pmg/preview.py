@@ -1,4 +1,4 @@
-"""Preview of what the model will see: a GIF of a few clips per transform and one PNG contact sheet."""
+"""Preview of what the model will see: a GIF of a few clips per PMG transform and per other video source, and one\nPNG contact sheet."""
 
 from __future__ import annotations
 
@@ -44,13 +44,14 @@ def contact_sheet(rows: dict[str, np.ndarray], pad: int = 2, label_width: int = 
     return sheet
 
 
-def render_preview(pmg: PseudoMotionGenerator, images: torch.Tensor, out_dir: Path, seed: int = 0,
-                   fps: int = 8) -> list[Path]:
-    """Write <transform>.gif (all images as clips side by side) per transform and contact_sheet.png."""
+def render_preview(pmg: PseudoMotionGenerator | None, images: torch.Tensor | None, out_dir: Path, seed: int = 0,
+                   fps: int = 8, others: dict[str, torch.Tensor] | None = None) -> list[Path]:
+    """Write <transform>.gif (all images as clips side by side) per PMG transform, <source>.gif per other video
+    source (`others`: its clips (B,3,T,H,W)), and contact_sheet.png with one row each."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written, rows = [], {}
-    for name in pmg.names:
-        videos = pmg(images, torch.Generator().manual_seed(seed), transform=name)
+    made = {name: pmg(images, torch.Generator().manual_seed(seed), transform=name) for name in pmg.names} if pmg else {}
+    for name, videos in (made | (others or {})).items():
         clips = to_uint8(videos)
         path = out_dir / f"{name}.gif"
         save_gif(tile_clips(clips), path, fps)

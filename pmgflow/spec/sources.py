@@ -42,6 +42,10 @@ class PMGVideos(SourceShare):
 
     kind: Literal["pmg"] = "pmg"
 
+    @property
+    def summary(self) -> str:
+        return "pmg"
+
 
 class ShapesVideos(SourceShare):
     """Synthetic videos of moving shapes after Yu et al.: several objects per video, each with its own
@@ -77,6 +81,11 @@ class ShapesVideos(SourceShare):
     background: Literal["black", "flat", "noise", "image"] = Field(
         "black", description="Background: black (Yu et al.'s), flat colour, noise, or an image crop (still).")
 
+    @property
+    def summary(self) -> str:
+        """Short description for tables: shapes/<shapes>/<motion>/<texture>."""
+        return f"shapes/{'+'.join(self.shapes)}/{self.motion}/{self.texture}"
+
     @field_validator("objects", "radius", "speed")
     @classmethod
     def _ranges(cls, value: tuple, info: ValidationInfo) -> tuple:
@@ -96,6 +105,10 @@ class MoSIVideos(SourceShare):
         "for the whole clip is scaled down to the fastest it can.")
     one_axis: bool = Field(True, description="MoSI's rule: the window moves along one axis only (the other speed "
                            "is 0); false: both axes move.")
+
+    @property
+    def summary(self) -> str:
+        return "mosi"
 
     @field_validator("window")
     @classmethod

@@ -112,6 +112,17 @@ class PretrainSpec(OptimSpec):
         return ("pmg",) if self.videos is None else tuple(v.kind for v in self.videos)
 
     @property
+    def videos_summary(self) -> str:
+        """Short description of the videos for tables: PMG's transforms (pmg:zoom+affine), or each source with
+        its share (pmg:zoom+affine 0.5 + shapes/circle+polygon/accelerating/image 0.5)."""
+        pmg = "pmg:" + "+".join(c.name for c in self.pmg.transforms)
+        if self.videos is None:
+            return pmg
+        if len(self.videos) == 1:
+            return self.videos[0].summary
+        return " + ".join(f"{pmg if v.kind == 'pmg' else v.summary} {v.fraction:g}" for v in self.videos)
+
+    @property
     def prefix_key(self) -> str | None:
         """Under `schedule: constant`, the key runs differing only in `epochs` share (they form one chain of
         epochs); None under cosine."""
