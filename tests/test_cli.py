@@ -17,15 +17,38 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def test_preview_default_writes_a_gif_per_transform_and_a_sheet(tmp_path):
+def test_preview_default_writes_a_gif_per_transform_and_source_and_a_sheet(tmp_path):
     r = invoke("preview", "--out", tmp_path, "--clips", 2, "--size", 32, "--frames", 6)
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(["affine.gif", "color_jitter.gif", "contact_sheet.png", "cutmix.gif", "fade.gif",
-                            "identity.gif", "perspective.gif", "sliding_window.gif", "zoom.gif"])
-    gif = Image.open(tmp_path / "zoom.gif")
-    assert gif.n_frames == 6 and gif.size[1] == 32
-    assert Image.open(tmp_path / "contact_sheet.png").size[1] == 8 * 34
+                            "identity.gif", "perspective.gif", "sliding_window.gif", "zoom.gif",
+                            "shapes.gif", "mosi.gif"])
+    for name in ("zoom.gif", "shapes.gif", "mosi.gif"):
+        gif = Image.open(tmp_path / name)
+        assert gif.n_frames == 6 and gif.size == (2 * 32 + 2, 32)
+    assert Image.open(tmp_path / "contact_sheet.png").size[1] == 10 * 34
+
+
+def test_preview_of_chosen_video_sources(tmp_path):
+    r = invoke("preview", "--out", tmp_path / "a", "--videos", "shapes,mosi", "--clips", 1, "--size", 32,
+               "--frames", 4)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["contact_sheet.png", "mosi.gif", "shapes.gif"]
+    r = invoke("preview", "--out", tmp_path / "b", "--videos", "shapes,blobs")
+    assert r.exit_code == 2 and "--videos" in r.output and "blobs" in r.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_preview_shows_a_spec_s_own_sources(tmp_path):
+    spec = tmp_path / "pretrain.yaml"
+    spec.write_text("model: {preset: tiny}\nsource: {kind: fractal, categories: 2, images: 8, size: 32}\n"
+                    "videos:\n  - {kind: pmg, fraction: 0.5}\n  - {kind: shapes, fraction: 0.25}\n"
+                    "  - {kind: shapes, fraction: 0.25, texture: noise}\n")
+    r = invoke("preview", "--out", tmp_path / "out", "--spec", spec, "--clips", 1)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "affine.gif", "contact_sheet.png", "shapes-1.gif", "shapes-2.gif", "zoom.gif"]
 
 
 def test_preview_from_a_photo_folder(tmp_path):
@@ -38,7 +61,8 @@ def test_preview_from_a_photo_folder(tmp_path):
     r = invoke("preview", "--out", tmp_path / "out", "--source", tmp_path / "photos", "--transforms", "zoom,affine",
                "--clips", 2, "--size", 32, "--frames", 4)
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["affine.gif", "contact_sheet.png", "zoom.gif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "affine.gif", "contact_sheet.png", "mosi.gif", "shapes.gif", "zoom.gif"]
 
 
 def test_data_fractal_writes_category_folders(tmp_path):
