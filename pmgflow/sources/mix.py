@@ -1,8 +1,9 @@
 """The videos of a pre-training: each batch split among the spec's video sources by their shares.
 
 Without `videos` in the spec every clip is PMG's (exactly as `ImageClips` makes them). With it, a batch of n
-clips gives each source floor(n x fraction) rows, and the rows left over go to sources drawn in proportion to
-their remaining shares, so every source makes its fraction of the clips on average even in small batches.
+clips gives each source floor(n x fraction) rows, and the rows left over go to sources drawn by their remaining
+shares (systematic sampling), so every source makes exactly its fraction of the clips on average, even in small
+batches.
 Sources fill contiguous rows of the batch in the order listed.
 """
 
@@ -24,14 +25,17 @@ Device = torch.device | str | None
 
 
 def split_counts(n: int, fractions: list[float], g: torch.Generator) -> list[int]:
-    """n rows shared by fractions (summing to 1): the floors, then the rest drawn by the leftover shares."""
+    """n rows shared by fractions (summing to 1): the floors, then the rows left over by systematic sampling of
+    the leftover shares (one uniform offset, equally spaced points), so each source gets floor(n f) or
+    floor(n f) + 1 rows and exactly n f on average."""
     counts = [math.floor(n * f) for f in fractions]
     rest = n - sum(counts)
     if rest:
-        left = torch.tensor([n * f - c for f, c in zip(fractions, counts)], dtype=torch.float64).clamp_min(0)
-        if float(left.sum()) <= 0:
-            left = torch.tensor(fractions, dtype=torch.float64)
-        for i in torch.multinomial(left, rest, replacement=False, generator=g).tolist():
+        left = torch.tensor([max(n * f - c, 0.0) for f, c in zip(fractions, counts)], dtype=torch.float64)
+        edges = torch.cumsum(left, 0) * (rest / float(left.sum()))  # leftover shares scaled to sum to `rest`
+        points = torch.rand(1, generator=g, dtype=torch.float64) + torch.arange(rest, dtype=torch.float64)
+        hits = torch.bucketize(points, edges, right=True).clamp_(max=len(fractions) - 1)
+        for i in hits.tolist():
             counts[i] += 1
     return counts
 

@@ -142,7 +142,12 @@ class PretrainSpec(OptimSpec):
             pmg = data.get("pmg", {})
             if not isinstance(pmg, (Spec, dict, type(None))):
                 return data  # not a mapping: the field validation reports it, with its path
-            pmg = pmg.model_dump() if isinstance(pmg, Spec) else dict(pmg or {})
+            if isinstance(pmg, Spec):  # already validated (assignment to another field): check, keep the model
+                for key, value in (("frames", model.frames), ("size", model.img_size)):
+                    if getattr(pmg, key) != value:
+                        raise ValueError(f"pmg.{key} ({getattr(pmg, key)}) differs from the model's ({value})")
+                return data
+            pmg = dict(pmg or {})
             for key, value in (("frames", model.frames), ("size", model.img_size)):
                 if pmg.setdefault(key, value) != value:
                     raise ValueError(f"pmg.{key} ({pmg[key]}) differs from the model's ({value})")
