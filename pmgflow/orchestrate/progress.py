@@ -108,8 +108,20 @@ def plan_trials(trials: Iterable[Any], root: Path | None = None) -> list[TrialPl
     return plans
 
 
-def duration(seconds: float | None) -> str:
-    """'45s', '1m20s', '16m', '2h05m'; '?' when unknown."""
+@dataclass(frozen=True)
+class Eta:
+    """Seconds left; `partial`: some stage still to run was never measured, so this is a lower bound."""
+
+    seconds: float
+    partial: bool = False
+
+
+def duration(seconds: float | Eta | None) -> str:
+    """'45s', '1m20s', '16m', '2h05m'; '>1m20s' for a lower bound (stages not yet measured); '?' when unknown."""
+    if isinstance(seconds, Eta):
+        if seconds.partial:
+            return ">" + duration(seconds.seconds) if seconds.seconds >= 1 else "?"
+        seconds = seconds.seconds
     if seconds is None:
         return "?"
     s = int(round(max(seconds, 0.0)))
@@ -268,10 +280,11 @@ class SweepProgress:
         alike = [s for s in self.stages if s.name == stage.name and s.measured]
         return sum(s.seconds for s in alike) / sum(len(s.measured) for s in alike) if alike else None
 
-    def _remaining(self, t: _Trial, claimed: set[int] | None = None) -> float | None:
-        """Seconds a trial still needs (None while a stage it needs was never measured). Stages in `claimed`
-        count as another trial's work (a shared pre-training is computed once); those it needs are added."""
-        total = 0.0
+    def _remaining(self, t: _Trial, claimed: set[int] | None = None) -> Eta:
+        """Seconds a trial still needs: a lower bound (partial) while a stage it needs was never measured.
+        Stages in `claimed` count as another trial's work (a shared pre-training is computed once); those it
+        needs are added."""
+        total, partial = 0.0, False
         for position, stage in enumerate(t.plan.stages):
             if not stage.left or (claimed is not None and id(stage) in claimed):
                 continue
@@ -279,26 +292,28 @@ class SweepProgress:
                 claimed.add(id(stage))
             per_epoch = self._estimate(stage)
             if per_epoch is None:
-                return None
+                partial = True
+                continue
             seconds = stage.left * per_epoch
             if t.status == "running" and position == t.stage:  # the epoch under way is partly done
                 seconds -= min(self.clock() - t.since, per_epoch)
             total += max(seconds, 0.0)
-        return total
+        return Eta(total, partial)
 
-    def sweep_eta(self) -> float | None:
+    def sweep_eta(self) -> Eta:
         """Seconds until every trial ends: running trials first, then the pending ones in grid order, each
-        placed on the earliest free of the `slots` trials seen running at once."""
+        placed on the earliest free of the `slots` trials seen running at once (a lower bound while some stage
+        was never measured)."""
         claimed: set[int] = set()
         waiting = sorted((t for t in self.trials.values() if t.status == "pending"), key=lambda t: t.plan.index)
         free = [0.0] * self.slots
+        partial = False
         for t in self._running() + waiting:
-            seconds = self._remaining(t, claimed)
-            if seconds is None:
-                return None
+            eta = self._remaining(t, claimed)
+            partial |= eta.partial
             slot = free.index(min(free))
-            free[slot] += seconds
-        return max(free)
+            free[slot] += eta.seconds
+        return Eta(max(free), partial)
 
     def epochs(self) -> tuple[int, int]:
         """(epochs done, epochs in all) over every stage once; a failed trial's unfinished stages leave the

@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 from rich.live import Live
 
-from pmgflow.orchestrate.progress import Stage, SweepProgress, TrialPlan, duration, plan_trials
+from pmgflow.orchestrate.progress import Eta, Stage, SweepProgress, TrialPlan, duration, plan_trials
 from pmgflow.spec.sweep import load_sweep
 
 from .conftest import tiny_sweep
@@ -38,6 +38,9 @@ def plain(plans, clock=None):
 def test_duration_reads_like_a_clock():
     assert [duration(s) for s in (None, 4.6, 80, 360, 16 * 60 + 5, 2 * 3600 + 5 * 60)] == [
         "?", "5s", "1m20s", "6m00s", "16m", "2h05m"]
+    # a lower bound (stages not measured yet) says so; with nothing measured it is unknown
+    assert [duration(Eta(80, partial=True)), duration(Eta(0, partial=True)), duration(Eta(80))] == [
+        ">1m20s", "?", "1m20s"]
 
 
 def test_plain_lines_show_stage_epoch_loss_speed_and_etas():
@@ -59,8 +62,9 @@ def test_plain_lines_show_stage_epoch_loss_speed_and_etas():
         "[bold]trial 0[/] (epochs=4) started",
         "trial 0 (epochs=4) pre-training starting (4 epochs)",
         # nothing measured yet for the fine-tuning that follows: its time is not guessed
-        "trial 0 (epochs=4) pre-training epoch 1/4 loss 0.9000 95 clips/s, trial eta ?; "
-        "sweep 1/9 epochs, 0/2 trials, eta ?",
+        # the fine-tuning was never measured: what is known (3 pre-training epochs) is a lower bound
+        "trial 0 (epochs=4) pre-training epoch 1/4 loss 0.9000 95 clips/s, trial eta >30s; "
+        "sweep 1/9 epochs, 0/2 trials, eta >30s",
         "[bold]trial 1[/] (epochs=0) started",
         "trial 1 (epochs=0) fine-tuning actions starting (3 epochs)",
         # trial 0: 3 x 10 s less the 5 s of its epoch under way, + 2 x 5 s (actions as trial 1 measured it);
@@ -130,7 +134,7 @@ def test_a_shared_pretraining_counts_once_and_a_scratch_trial_only_fine_tunes(ti
     progress.result(2, {"stage": "actions", "event": "start"})
     progress.result(2, epoch("actions", 0, 1.1, 40.0, 2.0))
     assert lines[-1] == ("trial 2 (setting=scratch) fine-tuning actions epoch 1/1 loss 1.1000 40 clips/s, "
-                         "trial eta 0s; sweep 1/6 epochs, 0/3 trials, eta ?")  # no pre-training measured yet
+                         "trial eta 0s; sweep 1/6 epochs, 0/3 trials, eta >4s")  # no pre-training measured yet
     progress.complete(2)
     progress.start(0)
     progress.result(0, {"stage": "pretrain", "event": "start"})
@@ -179,10 +183,11 @@ def test_the_live_view_shows_each_running_trial_and_the_sweep():
     assert "epoch 1/4" not in text  # on a terminal the epochs go to the view, not to lines
     rows = {line.split()[0]: line for line in text.splitlines() if line.split() and line.split()[0] in "01"}
     assert "0 (setting=pmg)" in rows["0"] and "pre-training" in rows["0"] and "1/4" in rows["0"]
-    assert "0.8123" in rows["0"] and "95" in rows["0"] and rows["0"].rstrip().endswith("?")
+    assert "0.8123" in rows["0"] and "95" in rows["0"] and rows["0"].rstrip().endswith(">24s")  # 3 x 8 s, then
+    # a fine-tuning never measured: a lower bound
     assert "fine-tuning actions" in rows["1"] and "starting" in rows["1"]
     assert "setting=later" not in text  # not started: only in the sweep's counts
-    assert "sweep" in text and "1/10 epochs, 0/3 trials, eta ?" in text
+    assert "sweep" in text and "1/10 epochs, 0/3 trials, eta >24s" in text
 
 
 def test_the_live_view_stops_on_an_interrupt():
