@@ -32,13 +32,21 @@ PRETRAIN = "pretrain"  # the pre-training's stage name in the trials' reports; f
 
 @dataclass(eq=False)
 class Stage:
-    """One run a trial goes through; trials that share a pre-training share its Stage."""
+    """One run a trial goes through; trials that share a pre-training share its Stage.
+
+    Pre-trainings of one constant-schedule chain (runs that differ only in epochs) are computed once: each
+    planned run is the segment of the chain's epochs [start, start + epochs) beyond the next shorter one, the
+    segments share one sorted `chain` list, and a trial's stages hold every segment up to its own run. An epoch
+    reported by any run of the chain is credited to the segment it falls in.
+    """
 
     name: str  # PRETRAIN or the fine-tuning target's name
     epochs: int
     done: int = 0
     seconds: float = 0.0  # sum of the measured epoch times ...
     measured: set[int] = field(default_factory=set)  # ... of these epochs (a replayed epoch counts once)
+    start: int = 0  # first epoch of the chain this stage computes (0 outside a chain)
+    chain: list["Stage"] | None = field(default=None, repr=False)  # the chain's segments, by start
 
     @property
     def title(self) -> str:
@@ -49,19 +57,37 @@ class Stage:
         return max(self.epochs - self.done, 0)
 
     @property
+    def end(self) -> int:
+        """The run's epochs counted from the chain's start."""
+        return self.start + self.epochs
+
+    @property
     def mean(self) -> float | None:
         """Mean measured seconds per epoch; None before the first epoch."""
         return self.seconds / len(self.measured) if self.measured else None
 
+    def segment(self, epoch: int) -> "Stage":
+        """The stage that computes epoch `epoch` of the chain (this one outside a chain)."""
+        if not self.chain:
+            return self
+        return next((s for s in self.chain if epoch < s.end), self.chain[-1])
+
     def record(self, epoch: int, seconds: float | None) -> None:
-        """Epoch `epoch` (0-based) is done and took `seconds`."""
-        self.done = min(max(self.done, epoch + 1), self.epochs)
-        if seconds is not None and epoch not in self.measured:
-            self.measured.add(epoch)
-            self.seconds += seconds
+        """Epoch `epoch` (0-based, of the chain for a chained pre-training) is done and took `seconds`."""
+        target = self.segment(epoch)
+        for earlier in self.chain or ():
+            if earlier.end <= target.start:  # a run reaching this epoch has gone through the earlier ones
+                earlier.done = earlier.epochs
+        local = epoch - target.start
+        target.done = min(max(target.done, local + 1), target.epochs)
+        if seconds is not None and local not in target.measured:
+            target.measured.add(local)
+            target.seconds += seconds
 
     def finish(self) -> None:
-        self.done = self.epochs
+        for stage in self.chain or (self,):
+            if stage.start < self.end:  # a finished run has every epoch of the chain before its last
+                stage.done = stage.epochs
 
 
 @dataclass
@@ -81,22 +107,43 @@ def _stored(stage: Stage, run: RunDir) -> None:
         stage.finish()
 
 
+def _pretrain_stages(trials: list[Any], root: Path | None) -> dict[str, Stage]:
+    """One Stage per pre-training key; the pre-trainings of one constant-schedule chain become its segments."""
+    specs = {t.pretrain_key: t.spec.pretrain for t in trials if t.pretrain_key is not None}
+    stages: dict[str, Stage] = {}
+    chains: dict[str, list[str]] = {}
+    for key, spec in specs.items():
+        if spec.prefix_key is None:
+            stages[key] = Stage(PRETRAIN, spec.epochs)
+        else:
+            chains.setdefault(spec.prefix_key, []).append(key)
+    for keys in chains.values():
+        keys.sort(key=lambda k: specs[k].epochs)
+        chain: list[Stage] = []
+        for key in keys:
+            start = chain[-1].end if chain else 0
+            chain.append(Stage(PRETRAIN, specs[key].epochs - start, start=start, chain=chain))
+            stages[key] = chain[-1]
+    if root is not None:
+        for key in specs:
+            _stored(stages[key], RunDir.at(root, "pretrain", key))
+    return stages
+
+
 def plan_trials(trials: Iterable[Any], root: Path | None = None) -> list[TrialPlan]:
     """TrialPlans of sweep trials (pmgflow.spec.sweep.Trial): a shared pre-training is one Stage, and the
     epochs that runs under the runs root already hold (finished or interrupted earlier) count as done."""
     from pmgflow.orchestrate.trial import finetune_runs, pretrain_checkpoint
     from pmgflow.spec.sweep import run_key
 
-    shared: dict[str, Stage] = {}
+    trials = list(trials)
+    shared = _pretrain_stages(trials, root)
     plans = []
     for t in trials:
         stages = []
         if (key := t.pretrain_key) is not None:
-            if key not in shared:
-                shared[key] = Stage(PRETRAIN, t.spec.pretrain.epochs)
-                if root is not None:
-                    _stored(shared[key], RunDir.at(root, "pretrain", key))
-            stages.append(shared[key])
+            stage = shared[key]
+            stages.extend(s for s in (stage.chain or [stage]) if s.start < stage.end)
         init = None if key is None or root is None else pretrain_checkpoint(root, key)
         for runs in finetune_runs(t.spec, init, t.seeds).values():
             for name, spec in runs.items():
@@ -220,6 +267,8 @@ class SweepProgress:
             position = next((i for i, s in enumerate(t.plan.stages) if s.name == result["stage"]), None)
             if position is None:  # a stage this display does not know: nothing to show for it
                 return
+            if t.plan.stages[position].chain:  # a chained pre-training: the segment the epoch (or start) is in
+                position = self._chain_position(t, position, result.get("epoch"))
             for earlier in t.plan.stages[:position]:  # a later stage began: the earlier ones are complete
                 earlier.finish()
             stage = t.plan.stages[position]
@@ -232,7 +281,9 @@ class SweepProgress:
                 t.clips_per_s = result.get("clips_per_s", t.clips_per_s)
                 line = self._epoch_line(t, stage, int(result["epoch"]))
             elif stage.left:
-                line = f"{t.name} {stage.title} starting ({stage.epochs} epoch{'' if stage.epochs == 1 else 's'})"
+                left, total = self._run_left(t, stage), self._run_epochs(t, stage)
+                line = (f"{t.name} {stage.title} starting ({total} epoch{'' if total == 1 else 's'}"
+                        + (f", {left} to compute: the others are a shorter run's" if left < total else "") + ")")
             else:
                 line = f"{t.name} {stage.title}: reusing the finished run"
         if self._live is None:
@@ -266,6 +317,29 @@ class SweepProgress:
         self.echo(line)
 
     # --- numbers ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _chain_position(t: _Trial, first: int, epoch: Any) -> int:
+        """Position in the trial's stages of the chain segment that computes `epoch` (a start: the first
+        segment with epochs left, else the last)."""
+        segments = [i for i, s in enumerate(t.plan.stages) if s.chain is t.plan.stages[first].chain]
+        if epoch is not None:
+            target = t.plan.stages[first].segment(int(epoch))
+            return next((i for i in segments if t.plan.stages[i] is target), segments[-1])
+        return next((i for i in segments if t.plan.stages[i].left), segments[-1])
+
+    @staticmethod
+    def _run_epochs(t: _Trial, stage: Stage) -> int:
+        """Epochs of the trial's run of this stage (for a chain: up to the trial's own run's last)."""
+        if not stage.chain:
+            return stage.epochs
+        return max(s.end for s in t.plan.stages if s.chain is stage.chain)
+
+    @staticmethod
+    def _run_left(t: _Trial, stage: Stage) -> int:
+        if not stage.chain:
+            return stage.left
+        return sum(s.left for s in t.plan.stages if s.chain is stage.chain)
 
     def _running(self) -> list[_Trial]:
         return sorted((t for t in self.trials.values() if t.status == "running"), key=lambda t: t.order)
@@ -330,7 +404,7 @@ class SweepProgress:
     def _epoch_line(self, t: _Trial, stage: Stage, epoch: int) -> str:
         loss = f" loss {t.loss:.4f}" if t.loss is not None else ""
         speed = f" {t.clips_per_s:.0f} clips/s" if t.clips_per_s is not None else ""
-        return (f"{t.name} {stage.title} epoch {epoch + 1}/{stage.epochs}{loss}{speed}, "
+        return (f"{t.name} {stage.title} epoch {epoch + 1}/{self._run_epochs(t, stage)}{loss}{speed}, "
                 f"trial eta {duration(self._remaining(t))}; {self._sweep_text()}")
 
     # --- the Live view ----------------------------------------------------------------------------------------
@@ -347,9 +421,10 @@ class SweepProgress:
                     table.add_row(label, Text("started", style="dim"), "", "", "", "", duration(self._remaining(t)))
                     continue
                 stage = t.plan.stages[t.stage]
-                bar = ProgressBar(total=max(stage.epochs, 1), completed=stage.done, width=24)
+                total, done = self._run_epochs(t, stage), stage.start + stage.done
+                bar = ProgressBar(total=max(total, 1), completed=done, width=24)
                 table.add_row(label, stage.title, bar,
-                              f"{stage.done}/{stage.epochs}" if stage.done or t.loss is not None else "starting",
+                              f"{done}/{total}" if done or t.loss is not None else "starting",
                               f"{t.loss:.4f}" if t.loss is not None else "",
                               f"{t.clips_per_s:.0f}" if t.clips_per_s is not None else "",
                               duration(self._remaining(t)))

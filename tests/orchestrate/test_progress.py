@@ -10,7 +10,7 @@ from rich.live import Live
 from pmgflow.orchestrate.progress import Eta, Stage, SweepProgress, TrialPlan, duration, plan_trials
 from pmgflow.spec.sweep import load_sweep
 
-from .conftest import tiny_sweep
+from .conftest import TINY_BASE, tiny_sweep
 
 
 class Clock:
@@ -214,3 +214,40 @@ def test_it_pickles_without_its_terminal():
         copy = pickle.loads(pickle.dumps(progress))
     assert copy.epochs() == (1, 2) and copy.trials[0].status == "running"
     assert copy.console is not console  # pmgflow's console
+
+
+def test_a_chain_of_constant_schedule_pretrainings_counts_each_epoch_once(tmp_path):
+    # epochs 0 (scratch), 2, 4 and 6 on one constant-schedule chain: 6 pre-training epochs are computed, not 12
+    path = tiny_sweep(tmp_path / "chain.yaml", base={**TINY_BASE, "pretrain": {
+        **TINY_BASE["pretrain"], "schedule": "constant"}},
+        axes=[{"path": "pretrain.epochs", "values": [0, 2, 4, 6]}])
+    sweep = load_sweep(path)
+    plans = plan_trials(sweep.trials)
+    assert [[(s.name, s.start, s.epochs) for s in p.stages] for p in plans] == [
+        [("actions", 0, 1)],
+        [("pretrain", 0, 2), ("actions", 0, 1)],
+        [("pretrain", 0, 2), ("pretrain", 2, 2), ("actions", 0, 1)],
+        [("pretrain", 0, 2), ("pretrain", 2, 2), ("pretrain", 4, 2), ("actions", 0, 1)]]
+    assert plans[1].stages[0] is plans[3].stages[0]  # segments are shared
+    clock = Clock()
+    progress, lines = plain(plans, clock)
+    assert progress.epochs() == (0, 6 + 4)
+    progress.start(1)
+    progress.result(1, {"stage": "pretrain", "event": "start"})
+    assert lines[-1].endswith("pre-training starting (2 epochs)")
+    for n in range(2):
+        progress.result(1, epoch("pretrain", n, 0.9, 100.0, 10.0))
+    progress.result(1, {"stage": "actions", "event": "start"})
+    progress.result(1, epoch("actions", 0, 1.0, 50.0, 3.0))
+    progress.complete(1)
+    progress.start(3)  # the longest run starts next: it continues from the 2-epoch run's checkpoint
+    progress.result(3, {"stage": "pretrain", "event": "start"})
+    assert lines[-1].endswith("pre-training starting (6 epochs, 4 to compute: the others are a shorter run's)")
+    progress.result(3, epoch("pretrain", 2, 0.8, 100.0, 10.0))
+    assert "pre-training epoch 3/6" in lines[-1]
+    # 3 pre-training epochs left at 10 s, then its fine-tuning (3 s): trial 2 then needs only its fine-tuning
+    assert "trial eta 33s" in lines[-1] and lines[-1].endswith("sweep 4/10 epochs, 1/4 trials, eta 39s")
+    for n in range(3, 6):
+        progress.result(3, epoch("pretrain", n, 0.7, 100.0, 10.0))
+    assert progress.epochs() == (7, 10)
+    assert [s.done for s in plans[3].stages[:3]] == [2, 2, 2]  # the 4-epoch run is a checkpoint of this one
