@@ -18,10 +18,11 @@ from pmgflow.spec.pmg import PMGSpec
 from pmgflow.spec.train import PretrainSpec
 
 
-def random_crops(images: torch.Tensor, size: int, scale: Sequence[float], generator: torch.Generator
-                 ) -> torch.Tensor:
+def random_crops(images: torch.Tensor, size: int, scale: Sequence[float], generator: torch.Generator,
+                 antialias: bool = True) -> torch.Tensor:
     """Stored uint8 images (B, 3, S, S) -> float crops (B, 3, size, size) in [0, 1], on the images' device."""
-    return random_resized_crop(images.float().div_(255), size, scale=tuple(scale), generator=generator)
+    return random_resized_crop(images.float().div_(255), size, scale=tuple(scale), generator=generator,
+                               antialias=antialias)
 
 
 def pmg_clips(pmg: PseudoMotionGenerator, images: torch.Tensor, scale: Sequence[float], generator: torch.Generator,
@@ -59,9 +60,10 @@ class ImageClips:
         return batch if device is None else batch.to(device, non_blocking=True)
 
     def crops(self, indices: torch.Tensor, generator: torch.Generator,
-              device: torch.device | str | None = None) -> torch.Tensor:
-        """Random crops (B, 3, size, size) of the images at indices, before any motion."""
-        return random_crops(self.images(indices, device), self.pmg.spec.size, self.crop_scale, generator)
+              device: torch.device | str | None = None, antialias: bool = True) -> torch.Tensor:
+        """Random crops (B, 3, size, size) of the images at indices, before any motion (`antialias`: sampled
+        finer and pooled, see random_resized_crop)."""
+        return random_crops(self.images(indices, device), self.pmg.spec.size, self.crop_scale, generator, antialias)
 
     def clips(self, indices: torch.Tensor, generator: torch.Generator, device: torch.device | str | None = None,
               out: torch.Tensor | None = None) -> torch.Tensor:

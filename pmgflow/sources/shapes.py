@@ -171,18 +171,22 @@ class ShapesGenerator:
 
     def sprites(self, plan: ShapesPlan, g: torch.Generator, device: torch.device,
                 textures: TextureFn | None) -> torch.Tensor:
-        """Premultiplied RGBA sprites (n*K, 4, size, size) of every object slot (empty slots: alpha 0)."""
+        """Premultiplied RGBA sprites (n*K, 4, size, size) of the filled object slots; empty slots are left
+        unset (never sampled: slot s is drawn only in the rows that fill it)."""
         n, k = plan.present.shape
         size = self.size
-        alpha = shape_alpha(plan.corners.flatten(), plan.angles.flatten(0, 1), size, device)
-        alpha *= plan.present.flatten().to(device, torch.float32)[:, None, None, None]
+        filled = plan.present.flatten().nonzero().squeeze(1)
+        m = len(filled)
+        alpha = shape_alpha(plan.corners.flatten()[filled], plan.angles.flatten(0, 1)[filled], size, device)
         if self.spec.texture == "flat":
-            rgb = plan.colour.flatten(0, 1).to(device)[:, :, None, None].expand(-1, -1, size, size)
+            rgb = plan.colour.flatten(0, 1)[filled].to(device)[:, :, None, None].expand(-1, -1, size, size)
         elif self.spec.texture == "noise":
-            rgb = noise_textures(n * k, size, g, device)
+            rgb = noise_textures(m, size, g, device)
         else:
-            rgb = _fit(textures(n * k, g), size)
-        return torch.cat([rgb * alpha, alpha], 1)
+            rgb = _fit(textures(m, g), size)
+        sprites = torch.empty(n * k, 4, size, size, device=device)
+        sprites[filled.to(device)] = torch.cat([rgb * alpha, alpha], 1)
+        return sprites
 
     def backgrounds(self, plan: ShapesPlan, g: torch.Generator, device: torch.device,
                     textures: TextureFn | None) -> torch.Tensor:
