@@ -27,7 +27,7 @@ def test_dry_run_prints_trials_resources_and_shared_pretrainings(tmp_path):
     lines = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
     key = lines[0].split("|")[4].split()[0]
     assert "(shared with 3)" in lines[0] and "(shared with 1)" in lines[1] and key in lines[1]
-    assert f"| {key} | 1 | fractal | zoom+affine | 1, 3 | new |" in out
+    assert f"| {key} | 1 | fractal | pmg:zoom+affine | 1, 3 | new |" in out
     assert "| 0 | 0.5 | scratch | scratch |" in out
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
 

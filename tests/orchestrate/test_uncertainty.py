@@ -206,6 +206,18 @@ def test_table_of_one_run_per_trial_shows_the_bootstrap_interval():
     assert lines[2].startswith("fade,,,,,,,76.3,")
 
 
+def test_the_sources_table_puts_each_published_number_beside_ours_with_its_paper():
+    metrics = target_metrics("actions", [result([1] * 30 + [0] * 30)], None)
+    table = ablation_table(record([("textured", metrics), ("mosi", metrics), ("moving_shapes", metrics)],
+                                  paper="sources"))
+    text = table.markdown()
+    assert "| textured | 50.0 [" in text and "| 89.4 | – |" in text  # Yu et al.: UCF101 only
+    assert "| mosi | 50.0 [" in text and "| 48.0 | 27.3 |" in text  # the PMG paper's ViT-B MoSI run
+    row = next(line for line in text.splitlines() if line.startswith("| moving_shapes |"))
+    assert row.endswith("| – | – |")  # no published number for it
+    assert "arXiv 2410.24213" in table.note and "arXiv 2409.06665" in table.note
+
+
 def test_table_over_seeds_shows_mean_std_and_each_seed():
     runs = [result([1, 1, 1, 0]), result([1, 0, 0, 0]), result([1, 1, 0, 0])]
     table = ablation_table(record([("zoom", target_metrics("actions", runs, [0, 1, 2]))]))
