@@ -54,13 +54,16 @@ class ShapesVideos(SourceShare):
     accelerating, `texture` flat -> noise or image."""
 
     kind: Literal["shapes"] = "shapes"
-    objects: tuple[int, int] = Field((3, 8), description="Objects per video, drawn uniformly in this range.")
+    objects: tuple[int, int] = Field((8, 12), description="Objects per video, drawn uniformly in this range.")
     shapes: list[Literal["circle", "polygon"]] = Field(
         ["circle", "polygon"], min_length=1,
         description="Shapes drawn (uniformly) per object: circle, or a convex polygon of 3 to 6 corners on a "
         "circle (triangles, quadrilaterals, ... as in Yu et al.'s mixed shapes).")
-    radius: Range = Field((0.08, 0.4), description="Object radius as a fraction of the frame side; drawn from a "
-                          "power law p(r) ~ r^-radius_power in this range (the dead-leaves model).")
+    radius: Range = Field((0.15, 0.8), description="Object radius as a fraction of the frame side; drawn from a "
+                          "power law p(r) ~ r^-radius_power in this range (the dead-leaves model). With the default "
+                          "objects, about a quarter of the frame shows the background (sparser videos, e.g. 3-8 "
+                          "objects of radius 0.08-0.4, leave it about 80 % of the frame: most masked patches are "
+                          "then plain background, and they pre-trained nothing useful on the embedded action set).")
     radius_power: float = Field(3.0, ge=0, le=10, description="Exponent of the radius law (0 = uniform; Yu et "
                                 "al.: 3, many small objects and a few large ones).")
     motion: Literal["static", "moving", "transforming", "accelerating"] = Field(

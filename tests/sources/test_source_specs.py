@@ -32,7 +32,7 @@ def test_a_mixed_spec_loads_with_its_sources(tmp_path):
         {"kind": "mosi", "fraction": 0.2, "window": [0.6, 0.7], "one_axis": False}]})
     pmg, shapes, mosi = spec.videos
     assert isinstance(pmg, PMGVideos) and isinstance(shapes, ShapesVideos) and isinstance(mosi, MoSIVideos)
-    assert shapes.motion == "moving" and shapes.shapes == ["polygon"] and shapes.objects == (3, 8)
+    assert shapes.motion == "moving" and shapes.shapes == ["polygon"] and shapes.objects == (8, 12)
     assert mosi.window == (0.6, 0.7) and not mosi.one_axis
     assert spec.video_kinds == ("pmg", "shapes", "mosi")
     again = PretrainSpec.model_validate(spec.model_dump(mode="json"))  # a dumped spec reads back the same
@@ -123,7 +123,7 @@ def test_a_mixed_spec_has_its_own_run_key():
     assert len(keys) == 7
     # Defaults are written out: a source's key does not change when its defaults are spelled.
     short = PretrainSpec(videos=[{"kind": "shapes"}])
-    spelled = PretrainSpec(videos=[{"kind": "shapes", "fraction": 1.0, "objects": [3, 8], "motion": "accelerating"}])
+    spelled = PretrainSpec(videos=[{"kind": "shapes", "fraction": 1.0, "objects": [8, 12], "motion": "accelerating"}])
     assert run_key(short) == run_key(spelled)
 
 
