@@ -11,6 +11,7 @@ walkers iterate at once and their points are splatted with `np.bincount`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,8 @@ WARMUP = 12
 POINTS_PER_PIXEL = 4
 # Occupied share of a 32x32 grid that an accepted attractor must reach (a line or a dot scores far less).
 MIN_FILL = 0.15
+# Images rendered per batch of work handed to the rendering threads.
+RENDER_WINDOW = 256
 # Instance perturbation: standard deviation added to each map coefficient and shift.
 INSTANCE_JITTER = 0.04
 
@@ -207,23 +210,40 @@ def category_system(seed: int, category: int) -> IFS:
     return sample_system(_rng(seed, 0, category, 0))
 
 
-def iter_fractal_set(spec: FractalSource) -> Iterator[tuple[np.ndarray, int]]:
-    """(image, label) for every image of a fractal source, category by category, spread evenly."""
+def _render_instance(spec: FractalSource, system: IFS, category: int, instance: int) -> np.ndarray:
+    """One image of a fractal source (``system`` is its category's), a pure function of (seed, category, instance)."""
+    rng = _rng(spec.seed, 1, category, instance)
+    return render_fractal(perturb_system(system, rng), spec.size, rng)
+
+
+def iter_fractal_set(spec: FractalSource, workers: int = 1) -> Iterator[tuple[np.ndarray, int]]:
+    """(image, label) for every image of a fractal source, category by category, spread evenly.
+
+    With ``workers`` > 1, images are rendered by that many threads (numpy releases the GIL in the chaos game's
+    array work) a window of RENDER_WINDOW images at a time, so memory stays bounded; each image has its own
+    generator, so the bytes and their order do not depend on ``workers``.
+    """
     per, extra = divmod(spec.images, spec.categories)
-    for category in range(spec.categories):
-        system = category_system(spec.seed, category)
-        for instance in range(per + (category < extra)):
-            rng = _rng(spec.seed, 1, category, instance)
-            yield render_fractal(perturb_system(system, rng), spec.size, rng), category
+    systems = [category_system(spec.seed, c) for c in range(spec.categories)]
+    tasks = [(c, i) for c in range(spec.categories) for i in range(per + (c < extra))]
+    if workers <= 1:
+        for category, instance in tasks:
+            yield _render_instance(spec, systems[category], category, instance), category
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(tasks), RENDER_WINDOW):
+            window = tasks[start:start + RENDER_WINDOW]
+            images = pool.map(lambda task: _render_instance(spec, systems[task[0]], *task), window)
+            yield from zip(images, (category for category, _ in window))
 
 
 def render_fractal_set(
-    spec: FractalSource, progress: Callable[[int, int], None] | None = None
+    spec: FractalSource, progress: Callable[[int, int], None] | None = None, workers: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """All images (N, S, S, 3) uint8 and labels (N,) int64 of a fractal source; progress(done, total)."""
     images = np.empty((spec.images, spec.size, spec.size, 3), np.uint8)
     labels = np.empty(spec.images, np.int64)
-    for i, (image, label) in enumerate(iter_fractal_set(spec)):
+    for i, (image, label) in enumerate(iter_fractal_set(spec, workers)):
         images[i], labels[i] = image, label
         if progress is not None:
             progress(i + 1, spec.images)

@@ -105,10 +105,10 @@ Items = Iterator[tuple[np.ndarray | None, int]]
 
 
 def _fractal(spec: FractalSource, size: int) -> tuple[list[str], int, Items]:
-    """Rendered at spec.size, then resized to the storage size."""
+    """Rendered at spec.size by as many threads as torch may use here, then resized to the storage size."""
 
     def items() -> Items:
-        for image, label in iter_fractal_set(spec):
+        for image, label in iter_fractal_set(spec, workers=torch.get_num_threads()):
             yield (image if spec.size == size else fit_square(Image.fromarray(image), size)), label
 
     return [f"{c:05d}" for c in range(spec.categories)], spec.images, items()

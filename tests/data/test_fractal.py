@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pmgflow.data.fractal import MIN_FILL, fill_rate, render_fractal, render_fractal_set, sample_system
+from pmgflow.data.fractal import MIN_FILL, fill_rate, iter_fractal_set, render_fractal, render_fractal_set, sample_system
 from pmgflow.spec.data import FractalSource
 
 
@@ -71,3 +71,10 @@ def test_progress_reports_every_image():
     calls = []
     render_fractal_set(FractalSource(categories=2, images=3, size=16), progress=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_rendering_threads_change_neither_bytes_nor_order(fractal_set):
+    spec, images, labels = fractal_set
+    threaded = list(iter_fractal_set(spec, workers=3))
+    assert np.stack([image for image, _ in threaded]).tobytes() == images.tobytes()
+    assert [label for _, label in threaded] == labels.tolist()
