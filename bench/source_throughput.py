@@ -235,8 +235,9 @@ def main() -> None:
     began = time.perf_counter()
     print(f"{cpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads; load average {load()}")
 
+    lo, hi = ShapesVideos().objects
     print(f"\n1. generation, clips/s (median of {reps}, interleaved): batched generator vs naive frame-by-frame "
-          "renderer\n   drawing the same clips (max |diff| checked < 1e-4); objects 3-8, accelerating; target "
+          f"renderer\n   drawing the same clips (max |diff| checked < 1e-4); objects {lo}-{hi}, accelerating; target "
           ">= 3x at 16x112x112")
     print("   setup: ms per batch of the shapes' plan, sprites (texture crops included), backgrounds and poses,\n"
           "   made alike by both renderers (part of both times)")
