@@ -68,3 +68,21 @@ def test_report_without_a_database_is_one_message(tmp_path):
     result = runner.invoke(app, ["report", "no-such-sweep", "--tracking-uri", uri])
     assert result.exit_code == 2 and f"no MLflow database at {tmp_path / 'mlflow.db'}" in result.output
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_main_job_is_scratch_plus_three_epoch_values_in_one_chain_at_base_learning_rate():
+    from pmgflow.spec.sweep import load_sweep
+
+    sweep = load_sweep(ROOT / "experiments" / "epochs.yaml")
+    base = load_sweep(ROOT / "experiments" / "base.yaml").trials[0].spec.pretrain
+    epochs = [t.spec.pretrain.epochs for t in sweep.trials]
+    assert epochs[0] == 0 and len(epochs) >= 4 and epochs[1:] == sorted(set(epochs[1:]))
+    pretrainings = [t.spec.pretrain for t in sweep.trials if not t.spec.scratch]
+    # One chain: every pre-training is a prefix of the longest, so the sweep computes max(epochs) epochs.
+    assert len({p.prefix_key for p in pretrainings}) == 1 and pretrainings[0].prefix_key is not None
+    # Half base.yaml's batch at base.yaml's learning rate (blr x batch / 256): twice the steps per clip.
+    for p in pretrainings:
+        assert p.blr * p.batch_size == pytest.approx(base.blr * base.batch_size)
+        assert p.batch_size < base.batch_size
+    finetune = sweep.trials[0].spec.finetune["actions"]
+    assert finetune.dataset.train_per_class == 20 and finetune.per_class is None
