@@ -40,6 +40,7 @@ class TrialRecord:
     error: str | None
     metrics: dict[str, float]
     run_id: str
+    earlier: bool = False  # its result is from an earlier parent run of this sweep (same trial spec)
 
 
 @dataclass
@@ -101,7 +102,12 @@ class Table:
 
 
 def load_record(uri: str, ref: str) -> SweepRecord:
-    """Read a sweep (name or parent run id) and its trials from the tracking store."""
+    """Read a sweep (name or parent run id) and its trials from the tracking store.
+
+    A sweep file that changed (a row added, a comment edited in a way that changes a trial) makes a new parent run;
+    its trials that did not finish there (left out by `--only`, interrupted) take the newest finished run of the
+    same trial spec (same trial hash) under an earlier parent of the same sweep, and the table says so.
+    """
     client = tracking.client(uri)
     parent = tracking.find_sweep_run(client, ref, uri)
     tags = parent.data.tags
@@ -112,10 +118,13 @@ def load_record(uri: str, ref: str) -> SweepRecord:
                          targets=json.loads(tags.get(tracking.TARGETS, "{}")))
     for run in tracking.child_runs(client, parent):
         t = run.data.tags
+        earlier = None if run.info.status == "FINISHED" else tracking.earlier_finished_trial(client, run)
+        source = earlier or run
         record.trials.append(TrialRecord(index=int(t.get(tracking.TRIAL_INDEX, 0)),
-                                         labels=json.loads(t.get(tracking.LABELS, "{}")), status=run.info.status,
-                                         error=t.get(tracking.ERROR), metrics=dict(run.data.metrics),
-                                         run_id=run.info.run_id))
+                                         labels=json.loads(t.get(tracking.LABELS, "{}")), status=source.info.status,
+                                         error=source.data.tags.get(tracking.ERROR),
+                                         metrics=dict(source.data.metrics), run_id=source.info.run_id,
+                                         earlier=earlier is not None))
     return record
 
 
@@ -182,6 +191,10 @@ def ablation_table(record: SweepRecord) -> Table:
             cells.append("ok" if t.status == "FINISHED" else f"{t.status}: {t.error or 'no error recorded'}")
         rows.append(cells)
     notes = [uncertainty_note(record)]
+    if earlier := [t for t in record.trials if t.earlier]:
+        labels = "; ".join(", ".join(t.labels.values()) or str(t.index) for t in earlier)
+        notes.append(f"{len(earlier)} row(s) ({labels}) are from an earlier run of this sweep with the same trial "
+                     "spec: the sweep file changed since, and this run did not finish them.")
     if paper:
         notes.append(f"Paper: {paper.title}; {paper.provenance}{' ' + paper.note if paper.note else ''} "
                      "Our numbers are at this sweep's scale and on its datasets.")

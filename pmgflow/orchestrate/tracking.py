@@ -327,6 +327,19 @@ def find_sweep_run(mlflow_client, ref: str, uri: str):
     return runs[0]
 
 
+def earlier_finished_trial(mlflow_client, run):
+    """The newest FINISHED trial run with ``run``'s sweep name and trial hash under another parent (a run of an
+    earlier version of the sweep file), or None."""
+    tags = run.data.tags
+    if TRIAL_HASH not in tags:
+        return None
+    found = mlflow_client.search_runs(
+        [run.info.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+        filter_string=f"tags.`{KIND}` = 'trial' and tags.`{SWEEP}` = '{tags.get(SWEEP, '')}' and "
+                      f"tags.`{TRIAL_HASH}` = '{tags[TRIAL_HASH]}' and attributes.status = 'FINISHED'")
+    return found[0] if found and found[0].info.run_id != run.info.run_id else None
+
+
 def child_runs(mlflow_client, parent) -> list:
     """The trial runs of a parent run, by trial index."""
     runs = mlflow_client.search_runs([parent.info.experiment_id], max_results=10_000,
