@@ -219,18 +219,14 @@ def _render_instance(spec: FractalSource, system: IFS, category: int, instance: 
 def iter_fractal_set(spec: FractalSource, workers: int = 1) -> Iterator[tuple[np.ndarray, int]]:
     """(image, label) for every image of a fractal source, category by category, spread evenly.
 
-    With ``workers`` > 1, images are rendered by that many threads (numpy releases the GIL in the chaos game's
+    Images are rendered by ``workers`` threads (numpy releases the GIL in the chaos game's
     array work) a window of RENDER_WINDOW images at a time, so memory stays bounded; each image has its own
     generator, so the bytes and their order do not depend on ``workers``.
     """
     per, extra = divmod(spec.images, spec.categories)
     systems = [category_system(spec.seed, c) for c in range(spec.categories)]
     tasks = [(c, i) for c in range(spec.categories) for i in range(per + (c < extra))]
-    if workers <= 1:
-        for category, instance in tasks:
-            yield _render_instance(spec, systems[category], category, instance), category
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, len(tasks), RENDER_WINDOW):
             window = tasks[start:start + RENDER_WINDOW]
             images = pool.map(lambda task: _render_instance(spec, systems[task[0]], *task), window)

@@ -337,7 +337,7 @@ def earlier_finished_trial(mlflow_client, run):
         [run.info.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
         filter_string=f"tags.`{KIND}` = 'trial' and tags.`{SWEEP}` = '{tags.get(SWEEP, '')}' and "
                       f"tags.`{TRIAL_HASH}` = '{tags[TRIAL_HASH]}' and attributes.status = 'FINISHED'")
-    return found[0] if found and found[0].info.run_id != run.info.run_id else None
+    return found[0] if found else None
 
 
 def child_runs(mlflow_client, parent) -> list:
