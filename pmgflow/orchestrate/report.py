@@ -188,7 +188,7 @@ def ablation_table(record: SweepRecord) -> Table:
             cells.append(read_estimate(t.metrics, record.metric, key) if kind == "ours"
                          else paper_rows[t.index].get(key))
         if failed:
-            cells.append("ok" if t.status == "FINISHED" else f"{t.status}: {t.error or 'no error recorded'}")
+            cells.append(status_cell(t))
         rows.append(cells)
     notes = [uncertainty_note(record)]
     if earlier := [t for t in record.trials if t.earlier]:
@@ -200,6 +200,18 @@ def ablation_table(record: SweepRecord) -> Table:
                      "Our numbers are at this sweep's scale and on its datasets.")
     return Table(f"{record.name}: {record.metric} (%)", header, rows, " ".join(n for n in notes if n),
                  tuple(c[0] for c in columns if c[1] == "ours"))
+
+
+# What an unfinished trial with no recorded error is doing: a sweep marks its trials SCHEDULED when it starts
+# and each RUNNING when it begins (a sweep killed outright leaves that until the next run of the same file).
+UNFINISHED = {"SCHEDULED": "not started yet", "RUNNING": "running, or its sweep was killed; the same command resumes it"}
+
+
+def status_cell(t: TrialRecord) -> str:
+    """The status column of one trial: ok, or the MLflow status with the recorded error or what it means."""
+    if t.status == "FINISHED":
+        return "ok"
+    return f"{t.status}: {t.error or UNFINISHED.get(t.status, 'no error recorded')}"
 
 
 def _numeric(labels: list[str]) -> list[float] | None:

@@ -206,6 +206,19 @@ def test_table_of_one_run_per_trial_shows_the_bootstrap_interval():
     assert lines[2].startswith("fade,,,,,,,76.3,")
 
 
+def test_unfinished_trials_without_an_error_say_what_they_are_doing():
+    metrics = target_metrics("actions", [result([1] * 30 + [0] * 30)], None)
+    rec = record([("zoom", metrics), ("fade", {}), ("shear", {}), ("flip", {})])
+    rec.trials[1].status, rec.trials[1].error = "SCHEDULED", None
+    rec.trials[2].status, rec.trials[2].error = "RUNNING", None
+    rec.trials[3].status, rec.trials[3].error = "KILLED", "left out by --only"
+    markdown = ablation_table(rec).markdown()
+    assert "| fade | – | SCHEDULED: not started yet |" in markdown
+    assert "| shear | – | RUNNING: running, or its sweep was killed; the same command resumes it |" in markdown
+    assert "| flip | – | KILLED: left out by --only |" in markdown
+    assert "no error recorded" not in markdown
+
+
 def test_the_sources_table_puts_each_published_number_beside_ours_with_its_paper():
     metrics = target_metrics("actions", [result([1] * 30 + [0] * 30)], None)
     table = ablation_table(record([("textured", metrics), ("mosi", metrics), ("moving_shapes", metrics)],
