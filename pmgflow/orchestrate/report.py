@@ -204,7 +204,8 @@ def ablation_table(record: SweepRecord) -> Table:
 
 # What an unfinished trial with no recorded error is doing: a sweep marks its trials SCHEDULED when it starts
 # and each RUNNING when it begins (a sweep killed outright leaves that until the next run of the same file).
-UNFINISHED = {"SCHEDULED": "not started yet", "RUNNING": "running, or its sweep was killed; the same command resumes it"}
+UNFINISHED = {"SCHEDULED": "not started yet",
+              "RUNNING": "running, or its sweep was killed; the same command resumes it"}
 
 
 def status_cell(t: TrialRecord) -> str:
