@@ -17,6 +17,8 @@ import json
 import os
 import signal
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -63,6 +65,28 @@ def stop_group(proc: subprocess.Popen, grace: float = GRACE_S) -> None:
     with contextlib.suppress(OSError):
         os.killpg(proc.pid, signal.SIGKILL)  # anything the group started meanwhile
     proc.wait()
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """While inside, these signals take Ctrl-C's path: each one is raised again as SIGINT, so whatever handles
+    SIGINT (Ray Tune stops its trials and returns; elsewhere a KeyboardInterrupt) also handles a `kill`, a batch
+    scheduler's stop or a closed terminal, instead of the process ending on the spot with its runs unrecorded.
+    The previous handlers come back on exit. Off the main thread (where Python delivers no signals) it does
+    nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def as_interrupt(signum, frame):
+        signal.raise_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, as_interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # --- local Ray sessions --------------------------------------------------------------------------------------

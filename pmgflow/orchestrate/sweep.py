@@ -125,8 +125,13 @@ def ray_session(address: str | None, cpus: int | None) -> Iterator[bool]:
             RaySessionRecord.write(since).stop()
             raise
         record = RaySessionRecord.write(since)
+    from pmgflow.orchestrate.processes import stop_signals_interrupt
+
     try:
-        yield address is None
+        # ray.init makes SIGTERM end the driver on the spot (its handlers exit or abort): while the session is up,
+        # TERM and HUP stop the trials as Ctrl-C does instead.
+        with stop_signals_interrupt():
+            yield address is None
     finally:
         session = record.processes() if record else []  # taken while the raylet still runs: its workers too
         ray.shutdown()

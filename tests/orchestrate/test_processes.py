@@ -15,9 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pmgflow.orchestrate.processes import RaySessionRecord, stop_group, stop_stale_ray_sessions
+from pmgflow.orchestrate import tracking
+from pmgflow.orchestrate.processes import (RaySessionRecord, stop_group, stop_signals_interrupt,
+                                           stop_stale_ray_sessions)
 
-from .conftest import free_port
+from .conftest import TINY_BASE, free_port, tiny_sweep
 
 
 def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
@@ -159,3 +161,50 @@ def test_no_ray_process_outlives_a_local_session(tmp_path, monkeypatch, how):
         assert _running(session) == [] and RaySessionRecord.all() == []
     finally:
         _kill(_running(session) + ([psutil.Process(driver.pid)] if driver.poll() is None else []))
+
+
+def test_stop_signals_take_the_ctrl_c_path_and_the_old_handlers_return():
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    for sig in before:
+        with pytest.raises(KeyboardInterrupt):
+            with stop_signals_interrupt():
+                os.kill(os.getpid(), sig)
+                time.sleep(5)  # the handler runs at the next bytecode: never reached
+        assert {s: signal.getsignal(s) for s in before} == before
+
+
+@pytest.mark.slow
+def test_a_terminated_sweep_records_its_trials_as_killed_and_stops_ray(tmp_path, monkeypatch):
+    """`kill PID` (SIGTERM) on a running sweep: the trials stop as on Ctrl-C, MLflow says KILLED (not a stale
+    RUNNING), exit code 130, and no process of its local Ray is left."""
+    base = {**TINY_BASE, "pretrain": {**TINY_BASE["pretrain"], "epochs": 400}}
+    path = tiny_sweep(tmp_path / "tiny.yaml", base=base)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("PMGFLOW_CACHE", str(tmp_path / "cache"))  # where both processes keep the Ray record
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    sweep = subprocess.Popen([str(Path(sys.executable).parent / "pmgflow"), "sweep", str(path), "--tracking-uri",
+                              uri, "--runs", str(tmp_path / "runs"), "--cpus", "1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    session = []
+    try:
+        lines = []
+        for line in sweep.stderr:  # wait until the trial trains
+            lines.append(line)
+            if "pre-training epoch 1/400" in line:
+                break
+        else:
+            pytest.fail("".join(lines))
+        (record,) = RaySessionRecord.all()
+        session = record.processes()
+        sweep.terminate()
+        rest = sweep.stderr.read()
+        assert sweep.wait(120) == 130, rest
+        assert "interrupted" in rest
+        client = tracking.client(uri)
+        parent = tracking.find_sweep_run(client, "tiny", uri)
+        (child,) = tracking.child_runs(client, parent)
+        assert (parent.info.status, child.info.status) == ("KILLED", "KILLED")
+        assert child.data.tags[tracking.ERROR] == tracking.INTERRUPTED
+        assert _running(session) == [] and RaySessionRecord.all() == []
+    finally:
+        _kill(_running(session) + ([psutil.Process(sweep.pid)] if sweep.poll() is None else []))
