@@ -27,12 +27,17 @@ app.add_typer(data_app, name="data")
 
 
 def user_errors(fn):
-    """Turn PmgflowError into one red message on stderr and exit code 2 (no traceback)."""
+    """Turn PmgflowError into one red message on stderr and exit code 2 (no traceback); Ctrl-C, SIGTERM and
+    SIGHUP into "interrupted" and exit code 130, after the command has stopped cleanly (a sweep marks its
+    unfinished trials KILLED and shuts Ray down; a training run keeps its last epoch's checkpoint)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from pmgflow.orchestrate.processes import stop_signals_interrupt
+
         try:
-            return fn(*args, **kwargs)
+            with stop_signals_interrupt():
+                return fn(*args, **kwargs)
         except PmgflowError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

@@ -153,17 +153,7 @@ def _echo(message: str) -> None:
 
 def sweep_job(spec_path: Path, dry_run: bool, address: str | None, tracking_uri: str | None, runs: Path | None,
               cpus: int | None, out: Path | None, smoke: bool = False, only: list[str] | None = None) -> int:
-    """Dry-run (print the plan) or run a sweep (or its smoke) and print its ablation table; returns the exit code.
-    SIGTERM and SIGHUP (a `kill`, a scheduler's stop, a closed terminal) stop it as Ctrl-C does: the trials
-    stop, unfinished ones are marked KILLED in MLflow, Ray is shut down, and the same command resumes."""
-    from pmgflow.orchestrate.processes import stop_signals_interrupt
-
-    with stop_signals_interrupt():  # before Ray is up (ray_session takes the signals back from ray.init)
-        return _sweep_job(spec_path, dry_run, address, tracking_uri, runs, cpus, out, smoke, only)
-
-
-def _sweep_job(spec_path: Path, dry_run: bool, address: str | None, tracking_uri: str | None, runs: Path | None,
-               cpus: int | None, out: Path | None, smoke: bool, only: list[str] | None) -> int:
+    """Dry-run (print the plan) or run a sweep (or its smoke) and print its ablation table; returns the exit code."""
     from pmgflow.orchestrate.sweep import load, plan_tables, run_sweep, runs_root
 
     if smoke:

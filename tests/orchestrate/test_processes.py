@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
+import yaml
 
 from pmgflow.orchestrate import tracking
 from pmgflow.orchestrate.processes import (RaySessionRecord, stop_group, stop_signals_interrupt,
@@ -208,3 +211,28 @@ def test_a_terminated_sweep_records_its_trials_as_killed_and_stops_ray(tmp_path,
         assert _running(session) == [] and RaySessionRecord.all() == []
     finally:
         _kill(_running(session) + ([psutil.Process(sweep.pid)] if sweep.poll() is None else []))
+
+
+def test_a_terminated_pretraining_says_interrupted_and_keeps_its_checkpoint(tmp_path):
+    """`kill PID` on `pmgflow pretrain`: exit 130 with the resume hint (not a bare death by SIGTERM), the
+    finished epochs' checkpoint kept (resuming from it: tests/train/test_train.py)."""
+    spec = tmp_path / "pretrain.yaml"
+    spec.write_text(yaml.safe_dump({**TINY_BASE["pretrain"], "epochs": 400}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PMGFLOW_CACHE": str(tmp_path / "cache")}
+    command = [str(Path(sys.executable).parent / "pmgflow"), "pretrain", str(spec), "--out", str(tmp_path / "runs")]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "runs").glob("pretrain-*/last.pt")):  # an epoch is checkpointed
+            assert run.poll() is None and time.monotonic() < deadline, run.stdout.read()
+            time.sleep(0.2)
+        run.terminate()
+        output = run.stdout.read()
+        assert run.wait(60) == 130, output
+        assert "interrupted" in output and "resume" in output
+    finally:
+        if run.poll() is None:
+            run.kill()
+    (run_dir,) = (tmp_path / "runs").glob("pretrain-*")
+    state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+    assert 0 <= state["epoch"] < 399  # 0-based: some epochs done, not all
