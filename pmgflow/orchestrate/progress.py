@@ -282,8 +282,10 @@ class SweepProgress:
                 line = self._epoch_line(t, stage, int(result["epoch"]))
             elif stage.left:
                 left, total = self._run_left(t, stage), self._run_epochs(t, stage)
+                why = ("the others are done, by a shorter run or before an interruption" if stage.chain else
+                       "resuming an interrupted run")
                 line = (f"{t.name} {stage.title} starting ({total} epoch{'' if total == 1 else 's'}"
-                        + (f", {left} to compute: the others are a shorter run's" if left < total else "") + ")")
+                        + (f", {left} to compute: {why}" if left < total else "") + ")")
             else:
                 line = f"{t.name} {stage.title}: reusing the finished run"
         if self._live is None:

@@ -123,6 +123,10 @@ def test_plans_share_a_pretraining_skip_it_from_scratch_and_read_stored_runs(tin
         (2, "setting=scratch", [("actions", 1)])]  # scratch: no pre-training stage
     assert plans[0].stages[0] is plans[1].stages[0]
     assert (plans[0].stages[0].done, plans[0].stages[0].mean) == (2, 5.0)
+    progress, lines = plain(plans)
+    progress.start(0)
+    progress.result(0, {"stage": "pretrain", "event": "start"})
+    assert lines[-1].endswith("pre-training starting (3 epochs, 1 to compute: resuming an interrupted run)")
     (run / "result.json").write_text("{}")
     assert plan_trials(sweep.trials, tmp_path / "runs")[0].stages[0].done == 3
 
@@ -242,7 +246,8 @@ def test_a_chain_of_constant_schedule_pretrainings_counts_each_epoch_once(tmp_pa
     progress.complete(1)
     progress.start(3)  # the longest run starts next: it continues from the 2-epoch run's checkpoint
     progress.result(3, {"stage": "pretrain", "event": "start"})
-    assert lines[-1].endswith("pre-training starting (6 epochs, 4 to compute: the others are a shorter run's)")
+    assert lines[-1].endswith("pre-training starting (6 epochs, 4 to compute: the others are done, by a shorter run "
+                              "or before an interruption)")
     progress.result(3, epoch("pretrain", 2, 0.8, 100.0, 10.0))
     assert "pre-training epoch 3/6" in lines[-1]
     # 3 pre-training epochs left at 10 s, then its fine-tuning (3 s): trial 2 then needs only its fine-tuning
