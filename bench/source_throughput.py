@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from pmgflow.pmg.clips import ImageClips
-from pmgflow.sources.mix import VideoClips
+from pmgflow.sources.mix import VideoClips, texture_crops
 from pmgflow.sources.mosi import MoSIGenerator
 from pmgflow.sources.shapes import ShapesGenerator
 from pmgflow.spec.data import FractalSource
@@ -75,8 +75,8 @@ def fractal_images(frames: int, size: int, render: int) -> ImageClips:
 
 
 def crop_textures(images: ImageClips) -> Callable[[int, torch.Generator], torch.Tensor]:
-    """ShapesGenerator's `textures`: m random crops of random images at the clip size."""
-    return lambda m, g: images.crops(torch.randint(len(images), (m,), generator=g), g)
+    """ShapesGenerator's `textures` as pre-training makes them: m random crops of random images at the clip size."""
+    return lambda m, g: texture_crops(images, m, g)
 
 
 # --- naive per-frame references ----------------------------------------------------------------------------

@@ -101,12 +101,15 @@ class VideoClips:
         return make
 
     def _shapes(self, generator: ShapesGenerator):
-        def textures(m: int, g: torch.Generator, device) -> torch.Tensor:
-            # No anti-aliased crop: a texture is at most a 1.25x reduction of its stored image, and posing the
-            # sprite resamples it anyway (the anti-aliased crop cost 10x as much at 112 px).
-            indices = torch.randint(len(self.images), (m,), generator=g)
-            return self.images.crops(indices, g, device, antialias=False)
-
         def make(indices, g, device, out):
-            return generator(len(indices), g, device or "cpu", lambda m, gen: textures(m, gen, device), out)
+            return generator(len(indices), g, device or "cpu", lambda m, gen: texture_crops(self.images, m, gen, device),
+                             out)
         return make
+
+
+def texture_crops(images: ImageClips, m: int, g: torch.Generator, device: Device = None) -> torch.Tensor:
+    """The shapes source's image textures: m random crops (m,3,size,size) of random images of the source. No
+    anti-aliased crop: a texture is at most a 1.25x reduction of its stored image, and posing the sprite
+    resamples it anyway (the anti-aliased crop cost 10x as much at 112 px)."""
+    indices = torch.randint(len(images), (m,), generator=g)
+    return images.crops(indices, g, device, antialias=False)
