@@ -6,8 +6,12 @@ naive renderer that makes the same clips frame by frame, the way a straightforwa
 affine_grid + grid_sample of one sprite (or one window) per object per frame, composited far to near. The naive
 renderer takes its plan, sprites and backgrounds from the generator itself (ShapesGenerator.plan / sprites /
 backgrounds, ShapesPlan.poses; MoSIGenerator.plan), so both draw the same clips from the same seed and do the
-same work; the bench checks that their pixels agree (max abs difference < 1e-4) before timing. Both write into
-a buffer kept across batches, as the pre-training loop does. Target: batched >= 3x naive at 16x112x112.
+same work; the bench checks that their pixels agree (max abs difference < 1e-4) before timing. And against a
+second naive renderer made the way bench/pmg_throughput.py makes PMG's reference: PIL, frame by frame, 8 bits a
+channel (each object an affine transform of its sprite, then alpha_composite; MoSI each frame the window's box
+resized), from the same plan, sprites and windows (mean abs difference < 0.01: 8-bit rounding and PIL
+interpolating straight alpha). All write into a buffer kept across batches, as the pre-training loop does.
+Target: batched >= 3x naive at 16x112x112.
 
 Part 2, end to end: pre-training clips/s of VideoMAE at the tiny preset (8x32x32, batch 64 as in
 experiments/base.yaml) with the clips generated in the loop (VideoClips.clips, as pmgflow/train/pretrain.py
@@ -33,9 +37,12 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from pmgflow.pmg.clips import ImageClips
 from pmgflow.sources.mix import VideoClips, texture_crops
@@ -127,6 +134,65 @@ def naive_mosi(gen: MoSIGenerator, images: torch.Tensor, g: torch.Generator, out
     return out
 
 
+def _pil_rgba(rgba: torch.Tensor) -> Image.Image:
+    """A premultiplied RGBA tensor (4,S,S) in [0,1] as a straight-alpha PIL image (what PIL composites)."""
+    alpha = rgba[3:4]
+    rgb = torch.where(alpha > 0, rgba[:3] / alpha.clamp_min(1e-6), torch.zeros_like(rgba[:3]))
+    pixels = torch.cat([rgb, alpha]).clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+    return Image.fromarray(pixels.contiguous().numpy(), "RGBA")
+
+
+def _pil_clips(frames: list[np.ndarray], out: torch.Tensor) -> torch.Tensor:
+    """(n*T) uint8 frames (S,S,3) -> out (n,3,T,S,S) in [0,1]: the conversion the model needs, timed as PMG's is."""
+    n, t = out.shape[0], out.shape[2]
+    stacked = torch.from_numpy(np.stack(frames)).view(n, t, *frames[0].shape).permute(0, 4, 1, 2, 3)
+    return out.copy_(stacked).div_(255)
+
+
+def pil_shapes(gen: ShapesGenerator, n: int, g: torch.Generator, textures, out: torch.Tensor) -> torch.Tensor:
+    """The clips of `gen(n, g, textures=textures, out=out)` drawn the way PMG's bench draws its naive reference:
+    PIL, frame by frame (each object of a frame: an affine transform of its sprite, then "over"), 8 bits a
+    channel. Same plan, sprites and poses as the generator; pixels agree up to 8-bit rounding and PIL
+    interpolating straight rather than premultiplied alpha at the edges."""
+    t, size = gen.frames, gen.size
+    plan, sprites, back, poses = setup(gen, n, g, textures)
+    k = plan.present.shape[1]
+    # pose (normalized output -> normalized sprite) in PIL's pixel coordinates (both with centres at +0.5)
+    to_norm = torch.tensor([[2 / size, 0, -1], [0, 2 / size, -1], [0, 0, 1]])
+    to_pixels = torch.tensor([[size / 2, 0, size / 2], [0, size / 2, size / 2], [0, 0, 1]])
+    data = (to_pixels @ poses @ to_norm)[..., :2, :].flatten(-2).tolist()  # (n,K,T,6)
+    present = plan.present.tolist()
+    frames = []
+    for v in range(n):
+        slots = [s for s in range(k) if present[v][s]]  # far to near
+        layers = {s: _pil_rgba(sprites[v, s]) for s in slots}
+        background = Image.fromarray(back[v].mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+                                     ).convert("RGBA")
+        for f in range(t):
+            frame = background.copy()
+            for s in slots:
+                frame.alpha_composite(layers[s].transform((size, size), Image.AFFINE, data[v][s][f], Image.BILINEAR))
+            frames.append(np.asarray(frame)[..., :3])
+    return _pil_clips(frames, out)
+
+
+def pil_mosi(gen: MoSIGenerator, images: torch.Tensor, g: torch.Generator, out: torch.Tensor) -> torch.Tensor:
+    """The clips of `gen(images, g, out)` drawn with PIL, frame by frame: each frame the window's box resized
+    to the clip size (bilinear), from 8-bit images."""
+    size, (h, w) = gen.size, images.shape[-2:]
+    plan = gen.plan(len(images), g)
+    centres = plan.centres(gen.times).tolist()
+    sides = plan.side.tolist()
+    frames = []
+    for v in range(len(images)):
+        still = Image.fromarray(images[v].mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy())
+        for cx, cy in centres[v]:
+            box = ((cx - sides[v] + 1) * w / 2, (cy - sides[v] + 1) * h / 2,
+                   (cx + sides[v] + 1) * w / 2, (cy + sides[v] + 1) * h / 2)
+            frames.append(np.asarray(still.transform((size, size), Image.EXTENT, box, Image.BILINEAR)))
+    return _pil_clips(frames, out)
+
+
 # --- part 1 -------------------------------------------------------------------------------------------------
 
 
@@ -137,41 +203,55 @@ def rate(n: int, fn: Callable[[], object]) -> float:
     return n / (time.perf_counter() - start)
 
 
-def generation(frames: int, size: int, batch: int, reps: int) -> list[tuple[str, float, float, float, float]]:
-    """[(source, batched clips/s, naive clips/s, setup clips/s, max abs difference)] at one clip size; setup:
-    the shapes' plan, sprites, backgrounds and poses alone, which both renderers make alike (MoSI: none)."""
+@dataclass
+class GenerationRow:
+    """One source at one clip size: clips/s of each renderer (medians), setup time, pixel agreement."""
+
+    source: str
+    batched: float
+    naive: float  # torch, one grid_sample per object per frame: the same pixels
+    pil: float  # PIL frame by frame, as PMG's bench draws its naive reference
+    setup: float  # clips/s of what both torch renderers make alike (shapes only; inf for MoSI)
+    diff: float  # max |batched - naive|
+    pil_diff: float  # mean |batched - PIL|
+
+
+def generation(frames: int, size: int, batch: int, reps: int) -> list[GenerationRow]:
+    """Every source at one clip size. Setup: the shapes' plan, sprites, backgrounds and poses alone, which every
+    renderer makes alike (MoSI: none)."""
     images = fractal_images(frames, size, render=128 if size > 64 else 64)
     textures = crop_textures(images)
     stills = images.images(torch.arange(batch)).float().div_(255)  # MoSI's input, at the store size
     shape = (batch, 3, frames, size, size)
-    fast_out, slow_out = torch.empty(shape), torch.empty(shape)
+    fast_out, slow_out, pil_out = torch.empty(shape), torch.empty(shape), torch.empty(shape)
     rows = []
     for name, spec in (("shapes, image", ShapesVideos(texture="image")), ("shapes, flat", ShapesVideos()),
                        ("mosi", MoSIVideos())):
         if spec.kind == "shapes":
             gen = ShapesGenerator(spec, frames, size)
-            fast = lambda g: gen(batch, g, CPU, textures, fast_out)  # noqa: E731
-            slow = lambda g: naive_shapes(gen, batch, g, textures, slow_out)  # noqa: E731
-            shared = lambda g: setup(gen, batch, g, textures)  # noqa: E731
+            arms = {"fast": lambda g: gen(batch, g, CPU, textures, fast_out),
+                    "slow": lambda g: naive_shapes(gen, batch, g, textures, slow_out),
+                    "pil": lambda g: pil_shapes(gen, batch, g, textures, pil_out),
+                    "setup": lambda g: setup(gen, batch, g, textures)}
         else:
             gen = MoSIGenerator(spec, frames, size)
-            fast = lambda g: gen(stills, g, fast_out)  # noqa: E731
-            slow = lambda g: naive_mosi(gen, stills, g, slow_out)  # noqa: E731
-            shared = None
-        # Same seed, same clips: checked on fresh generators, which also warms both up.
-        fast(torch.Generator().manual_seed(1))
-        slow(torch.Generator().manual_seed(1))
+            arms = {"fast": lambda g: gen(stills, g, fast_out),
+                    "slow": lambda g: naive_mosi(gen, stills, g, slow_out),
+                    "pil": lambda g: pil_mosi(gen, stills, g, pil_out)}
+        # Same seed, same clips: checked on fresh generators, which also warms every arm up.
+        for arm in ("fast", "slow", "pil"):
+            arms[arm](torch.Generator().manual_seed(1))
         diff = float((fast_out - slow_out).abs().max())
         assert diff < 1e-4, f"{name} {frames}x{size}x{size}: batched and naive clips differ by {diff}"
-        gs = [torch.Generator().manual_seed(2) for _ in range(3)]
-        times: dict[str, list[float]] = {"fast": [], "slow": [], "setup": []}
+        pil_diff = float((fast_out - pil_out).abs().mean())
+        assert pil_diff < 0.01, f"{name} {frames}x{size}x{size}: batched and PIL clips differ by {pil_diff} on average"
+        gs = {arm: torch.Generator().manual_seed(2) for arm in arms}
+        times: dict[str, list[float]] = {arm: [] for arm in arms}
         for _ in range(reps):  # interleaved
-            times["fast"].append(rate(batch, lambda: fast(gs[0])))
-            times["slow"].append(rate(batch, lambda: slow(gs[1])))
-            if shared is not None:
-                times["setup"].append(rate(batch, lambda: shared(gs[2])))
-        m = {k: statistics.median(v) if v else math.inf for k, v in times.items()}
-        rows.append((name, m["fast"], m["slow"], m["setup"], diff))
+            for arm, fn in arms.items():
+                times[arm].append(rate(batch, lambda: fn(gs[arm])))
+        m = {arm: statistics.median(v) for arm, v in times.items()}
+        rows.append(GenerationRow(name, m["fast"], m["slow"], m["pil"], m.get("setup", math.inf), diff, pil_diff))
     return rows
 
 
@@ -236,17 +316,21 @@ def main() -> None:
     print(f"{cpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads; load average {load()}")
 
     lo, hi = ShapesVideos().objects
-    print(f"\n1. generation, clips/s (median of {reps}, interleaved): batched generator vs naive frame-by-frame "
-          f"renderer\n   drawing the same clips (max |diff| checked < 1e-4); objects {lo}-{hi}, accelerating; target "
-          ">= 3x at 16x112x112")
-    print("   setup: ms per batch of the shapes' plan, sprites (texture crops included), backgrounds and poses,\n"
-          "   made alike by both renderers (part of both times)")
-    print(f"{'clip':>10} {'batch':>5}  {'source':<14} {'batched':>8} {'naive':>8} {'ratio':>6} {'setup ms':>8} "
-          f"{'max|diff|':>9}")
+    print(f"\n1. generation, clips/s (median of {reps}, interleaved): batched generator vs two naive frame-by-frame "
+          f"renderers\n   of the same clips; objects {lo}-{hi}, accelerating; target >= 3x at 16x112x112")
+    print("   naive: torch, one grid_sample per object per frame (the same pixels: max |diff| checked < 1e-4)\n"
+          "   PIL: PIL frame by frame in 8 bits, as bench/pmg_throughput.py draws PMG's naive reference (mean |diff|\n"
+          "   checked < 0.01: 8-bit rounding, straight-alpha edges)\n"
+          "   setup: ms per batch of the shapes' plan, sprites (texture crops included), backgrounds and poses,\n"
+          "   made alike by every renderer (part of every time)")
+    print(f"{'clip':>10} {'batch':>5}  {'source':<14} {'batched':>8} {'naive':>8} {'ratio':>6} {'PIL':>8} {'ratio':>6} "
+          f"{'setup ms':>8} {'max|diff|':>9} {'PIL diff':>8}")
     for frames, size, batch in ((16, 112, 16), (8, 32, 64)):
-        for name, fast, slow, shared, diff in generation(frames, size, batch, reps):
-            print(f"{f'{frames}x{size}x{size}':>10} {batch:>5}  {name:<14} {fast:8.1f} {slow:8.1f} "
-                  f"{fast / slow:5.1f}x {f'{1e3 * batch / shared:.1f}' if shared < math.inf else '-':>8} {diff:9.1e}")
+        for r in generation(frames, size, batch, reps):
+            setup_ms = f"{1e3 * batch / r.setup:.1f}" if r.setup < math.inf else "-"
+            print(f"{f'{frames}x{size}x{size}':>10} {batch:>5}  {r.source:<14} {r.batched:8.1f} {r.naive:8.1f} "
+                  f"{r.batched / r.naive:5.1f}x {r.pil:8.1f} {r.batched / r.pil:5.1f}x {setup_ms:>8} {r.diff:9.1e} "
+                  f"{r.pil_diff:8.1e}")
 
     batch = 64
     print(f"\n2. pre-training, tiny preset (8x32x32), batch {batch}, clips/s (median of {reps} x {steps} steps, "
