@@ -47,6 +47,7 @@ class Stage:
     measured: set[int] = field(default_factory=set)  # ... of these epochs (a replayed epoch counts once)
     start: int = 0  # first epoch of the chain this stage computes (0 outside a chain)
     chain: list["Stage"] | None = field(default=None, repr=False)  # the chain's segments, by start
+    seeds: list["Stage"] | None = field(default=None, repr=False)  # a fine-tuning's runs that differ only in seed
 
     @property
     def title(self) -> str:
@@ -146,8 +147,10 @@ def plan_trials(trials: Iterable[Any], root: Path | None = None) -> list[TrialPl
             stages.extend(s for s in (stage.chain or [stage]) if s.start < stage.end)
         init = None if key is None or root is None else pretrain_checkpoint(root, key)
         for runs in finetune_runs(t.spec, init, t.seeds).values():
+            seeds: list[Stage] = []
             for name, spec in runs.items():
-                stage = Stage(name, spec.epochs)
+                stage = Stage(name, spec.epochs, seeds=seeds)
+                seeds.append(stage)
                 if root is not None:
                     _stored(stage, RunDir.at(root, "finetune", run_key(spec)))
                 stages.append(stage)
@@ -350,11 +353,15 @@ class SweepProgress:
         return sum(t.status in ("finished", "failed") for t in self.trials.values())
 
     def _estimate(self, stage: Stage) -> float | None:
-        """Seconds per epoch of a stage: its own measurement, else that of the same-named stages of the sweep."""
+        """Seconds per epoch of a stage: its own measurement, else that of its other seeds (the same run but
+        the seed), else that of the same-named stages of the sweep (other trials: maybe other data)."""
         if stage.mean is not None:
             return stage.mean
-        alike = [s for s in self.stages if s.name == stage.name and s.measured]
-        return sum(s.seconds for s in alike) / sum(len(s.measured) for s in alike) if alike else None
+        for alike in ([s for s in stage.seeds or () if s.measured],
+                      [s for s in self.stages if s.name == stage.name and s.measured]):
+            if alike:
+                return sum(s.seconds for s in alike) / sum(len(s.measured) for s in alike)
+        return None
 
     def _remaining(self, t: _Trial, claimed: set[int] | None = None) -> Eta:
         """Seconds a trial still needs: a lower bound (partial) while a stage it needs was never measured.

@@ -256,3 +256,22 @@ def test_a_chain_of_constant_schedule_pretrainings_counts_each_epoch_once(tmp_pa
         progress.result(3, epoch("pretrain", n, 0.7, 100.0, 10.0))
     assert progress.epochs() == (7, 10)
     assert [s.done for s in plans[3].stages[:3]] == [2, 2, 2]  # the 4-epoch run is a checkpoint of this one
+
+
+def test_an_unmeasured_seed_is_estimated_from_its_own_trials_seeds_first():
+    """Seeds of one trial cost alike per epoch; the same seed of another trial may fine-tune on other data (all
+    labels against 20 per class), so it comes second."""
+    def seeds(n: int) -> list[Stage]:
+        group: list[Stage] = []
+        group.extend(Stage(f"actions.seed{s}", n, seeds=group) for s in range(2))
+        return group
+
+    clock = Clock()
+    progress, lines = plain([TrialPlan(0, "labels=all", seeds(2)), TrialPlan(1, "labels=20", seeds(10))], clock)
+    for s in range(2):  # trial 0, all labels: 40 s an epoch, both seeds
+        for n in range(2):
+            progress.result(0, epoch(f"actions.seed{s}", n, 1.0, 25.0, 40.0))
+    progress.start(1)
+    progress.result(1, epoch("actions.seed0", 0, 1.0, 25.0, 5.0))  # trial 1, 20 per class: 5 s an epoch
+    # 9 epochs of seed 0 and 10 of seed 1 at 5 s (at trial 0's 40 s seed 1 alone would add 400 s)
+    assert "trial eta 1m35s" in lines[-1]
