@@ -69,17 +69,20 @@ def stop_group(proc: subprocess.Popen, grace: float = GRACE_S) -> None:
 
 @contextlib.contextmanager
 def stop_signals_interrupt(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
-    """While inside, these signals take Ctrl-C's path: each one is raised again as SIGINT, so whatever handles
-    SIGINT (Ray Tune stops its trials and returns; elsewhere a KeyboardInterrupt) also handles a `kill`, a batch
-    scheduler's stop or a closed terminal, instead of the process ending on the spot with its runs unrecorded.
-    The previous handlers come back on exit. Off the main thread (where Python delivers no signals) it does
-    nothing."""
+    """While inside, these signals take Ctrl-C's path: each one goes to the SIGINT handler of the moment (Ray
+    Tune's stops its trials and returns), or raises KeyboardInterrupt where there is none (SIGINT ignored, as in
+    a job a script started with `&`), so a `kill`, a batch scheduler's stop or a closed terminal stops the
+    command cleanly instead of ending it on the spot with its runs unrecorded. The previous handlers come back
+    on exit. Off the main thread (where Python delivers no signals) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def as_interrupt(signum, frame):
-        signal.raise_signal(signal.SIGINT)
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):  # SIG_IGN or SIG_DFL: a stop signal must still stop
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
 
     previous = {sig: signal.signal(sig, as_interrupt) for sig in signals}
     try:

@@ -103,6 +103,8 @@ def ray_session(address: str | None, cpus: int | None) -> Iterator[bool]:
     """A Ray session: the caller's if one is up, the cluster at `address`, else a local one; yields 'local?'."""
     import ray
 
+    from pmgflow.orchestrate.processes import stop_signals_interrupt
+
     if ray.is_initialized():  # a notebook's or a test's session: use it as it is, leave it running
         yield False
         return
@@ -125,8 +127,6 @@ def ray_session(address: str | None, cpus: int | None) -> Iterator[bool]:
             RaySessionRecord.write(since).stop()
             raise
         record = RaySessionRecord.write(since)
-    from pmgflow.orchestrate.processes import stop_signals_interrupt
-
     try:
         # ray.init makes SIGTERM end the driver on the spot (its handlers exit or abort): while the session is up,
         # TERM and HUP stop the trials as Ctrl-C does instead.

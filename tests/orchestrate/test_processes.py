@@ -174,6 +174,15 @@ def test_stop_signals_take_the_ctrl_c_path_and_the_old_handlers_return():
                 os.kill(os.getpid(), sig)
                 time.sleep(5)  # the handler runs at the next bytecode: never reached
         assert {s: signal.getsignal(s) for s in before} == before
+    # SIGINT ignored (a job a script started with `&`): a stop signal must still stop
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with stop_signals_interrupt():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.slow
