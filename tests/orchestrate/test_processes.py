@@ -226,7 +226,9 @@ def test_a_terminated_pretraining_says_interrupted_and_keeps_its_checkpoint(tmp_
     """`kill PID` on `pmgflow pretrain`: exit 130 with the resume hint (not a bare death by SIGTERM), the
     finished epochs' checkpoint kept (resuming from it: tests/train/test_train.py)."""
     spec = tmp_path / "pretrain.yaml"
-    spec.write_text(yaml.safe_dump({**TINY_BASE["pretrain"], "epochs": 400}))
+    # epochs of about a second: with the tiny default's 16 clips an epoch, the run checkpoints 20 times a second
+    # and a signal can land in a finalizer, where Python drops the KeyboardInterrupt its handler raises
+    spec.write_text(yaml.safe_dump({**TINY_BASE["pretrain"], "epochs": 400, "clips_per_epoch": 512}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PMGFLOW_CACHE": str(tmp_path / "cache")}
     command = [str(Path(sys.executable).parent / "pmgflow"), "pretrain", str(spec), "--out", str(tmp_path / "runs")]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -237,7 +239,8 @@ def test_a_terminated_pretraining_says_interrupted_and_keeps_its_checkpoint(tmp_
             time.sleep(0.2)
         run.terminate()
         output = run.stdout.read()
-        assert run.wait(60) == 130, output
+        code = run.wait(60)
+        assert code == 130, f"exit code {code}:\n{output}"
         assert "interrupted" in output and "resume" in output
     finally:
         if run.poll() is None:
