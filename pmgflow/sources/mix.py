@@ -102,8 +102,9 @@ class VideoClips:
 
     def _shapes(self, generator: ShapesGenerator):
         def make(indices, g, device, out):
-            return generator(len(indices), g, device or "cpu", lambda m, gen: texture_crops(self.images, m, gen, device),
-                             out)
+            def textures(m: int, gen: torch.Generator) -> torch.Tensor:
+                return texture_crops(self.images, m, gen, device)
+            return generator(len(indices), g, device or "cpu", textures, out)
         return make
 
 
