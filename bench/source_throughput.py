@@ -134,12 +134,17 @@ def naive_mosi(gen: MoSIGenerator, images: torch.Tensor, g: torch.Generator, out
     return out
 
 
+def _pil(image: torch.Tensor) -> Image.Image:
+    """A float image (C,S,S) in [0,1] (C = 3: RGB, 4: RGBA) as an 8-bit PIL image."""
+    pixels = image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+    return Image.fromarray(pixels.contiguous().numpy(), "RGBA" if len(image) == 4 else "RGB")
+
+
 def _pil_rgba(rgba: torch.Tensor) -> Image.Image:
     """A premultiplied RGBA tensor (4,S,S) in [0,1] as a straight-alpha PIL image (what PIL composites)."""
     alpha = rgba[3:4]
     rgb = torch.where(alpha > 0, rgba[:3] / alpha.clamp_min(1e-6), torch.zeros_like(rgba[:3]))
-    pixels = torch.cat([rgb, alpha]).clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
-    return Image.fromarray(pixels.contiguous().numpy(), "RGBA")
+    return _pil(torch.cat([rgb, alpha]))
 
 
 def _pil_clips(frames: list[np.ndarray], out: torch.Tensor) -> torch.Tensor:
@@ -166,8 +171,7 @@ def pil_shapes(gen: ShapesGenerator, n: int, g: torch.Generator, textures, out: 
     for v in range(n):
         slots = [s for s in range(k) if present[v][s]]  # far to near
         layers = {s: _pil_rgba(sprites[v, s]) for s in slots}
-        background = Image.fromarray(back[v].mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-                                     ).convert("RGBA")
+        background = _pil(back[v]).convert("RGBA")
         for f in range(t):
             frame = background.copy()
             for s in slots:
@@ -185,7 +189,7 @@ def pil_mosi(gen: MoSIGenerator, images: torch.Tensor, g: torch.Generator, out: 
     sides = plan.side.tolist()
     frames = []
     for v in range(len(images)):
-        still = Image.fromarray(images[v].mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy())
+        still = _pil(images[v])
         for cx, cy in centres[v]:
             box = ((cx - sides[v] + 1) * w / 2, (cy - sides[v] + 1) * h / 2,
                    (cx + sides[v] + 1) * w / 2, (cy + sides[v] + 1) * h / 2)
