@@ -3,14 +3,15 @@
 Part 1, generation: clips/s of ShapesGenerator (image-textured and flat objects) and MoSIGenerator against a
 naive renderer that makes the same clips frame by frame, the way a straightforward implementation draws them
 (Yu et al.'s generator draws frame by frame): Python loops over videos, frames and objects, one
-affine_grid + grid_sample of one sprite (or one window) per object per frame, composited far to near. The naive
+affine_grid + grid_sample of one sprite's alpha and texture (or one window) per object per frame, composited far to
+near. The naive
 renderer takes its plan, sprites and backgrounds from the generator itself (ShapesGenerator.plan / sprites /
 backgrounds, ShapesPlan.poses; MoSIGenerator.plan), so both draw the same clips from the same seed and do the
 same work; the bench checks that their pixels agree (max abs difference < 1e-4) before timing. And against a
 second naive renderer made the way bench/pmg_throughput.py makes PMG's reference: PIL, frame by frame, 8 bits a
 channel (each object an affine transform of its sprite, then alpha_composite; MoSI each frame the window's box
-resized), from the same plan, sprites and windows (mean abs difference < 0.01: 8-bit rounding and PIL
-interpolating straight alpha). All write into a buffer kept across batches, as the pre-training loop does.
+resized), from the same plan, sprites and windows (mean abs difference < 0.01: 8-bit rounding). All write into a
+buffer kept across batches, as the pre-training loop does.
 Target: batched >= 3x naive at 16x112x112.
 
 Part 2, end to end: pre-training clips/s of VideoMAE at the tiny preset (8x32x32, batch 64 as in
@@ -93,7 +94,7 @@ def setup(gen: ShapesGenerator, n: int, g: torch.Generator, textures) -> tuple:
     """What the generator draws before it renders a frame, in its order (so the same seed gives the same
     clips): the plan, the sprites (texture crops included), the backgrounds and the poses."""
     plan = gen.plan(n, g)
-    sprites = gen.sprites(plan, g, CPU, textures).view(n, plan.present.shape[1], 4, gen.size, gen.size)
+    sprites = gen.sprites(plan, g, CPU, textures)
     back = gen.backgrounds(plan, g, CPU, textures)
     return plan, sprites, back, plan.poses(gen.times, gen.size)
 
@@ -110,10 +111,15 @@ def naive_shapes(gen: ShapesGenerator, n: int, g: torch.Generator, textures, out
         for f in range(t):
             frame = back[v].clone()
             for s in slots:
-                grid = F.affine_grid(poses[v, s, f][None], [1, 4, size, size], align_corners=False)
-                layer = F.grid_sample(sprites[v, s][None], grid, mode="bilinear", padding_mode="zeros",
+                grid = F.affine_grid(poses[v, s, f][None], [1, 1, size, size], align_corners=False)
+                alpha = F.grid_sample(sprites.alpha[v, s][None], grid, mode="bilinear", padding_mode="zeros",
                                       align_corners=False)[0]
-                frame.mul_(1 - layer[3:4]).add_(layer[:3])
+                if sprites.flat:
+                    fill = sprites.fill[v, s, :, None, None]
+                else:
+                    fill = F.grid_sample(sprites.fill[v, s][None], grid, mode="bilinear", padding_mode="zeros",
+                                         align_corners=False)[0]
+                frame.lerp_(fill.expand_as(frame), alpha.expand_as(frame))
             out[v, :, f] = frame.clamp_(0, 1)
     return out
 
@@ -140,13 +146,6 @@ def _pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels.contiguous().numpy(), "RGBA" if len(image) == 4 else "RGB")
 
 
-def _pil_rgba(rgba: torch.Tensor) -> Image.Image:
-    """A premultiplied RGBA tensor (4,S,S) in [0,1] as a straight-alpha PIL image (what PIL composites)."""
-    alpha = rgba[3:4]
-    rgb = torch.where(alpha > 0, rgba[:3] / alpha.clamp_min(1e-6), torch.zeros_like(rgba[:3]))
-    return _pil(torch.cat([rgb, alpha]))
-
-
 def _pil_clips(frames: list[np.ndarray], out: torch.Tensor) -> torch.Tensor:
     """(n*T) uint8 frames (S,S,3) -> out (n,3,T,S,S) in [0,1]: the conversion the model needs, timed as PMG's is."""
     n, t = out.shape[0], out.shape[2]
@@ -157,8 +156,7 @@ def _pil_clips(frames: list[np.ndarray], out: torch.Tensor) -> torch.Tensor:
 def pil_shapes(gen: ShapesGenerator, n: int, g: torch.Generator, textures, out: torch.Tensor) -> torch.Tensor:
     """The clips of `gen(n, g, textures=textures, out=out)` drawn the way PMG's bench draws its naive reference:
     PIL, frame by frame (each object of a frame: an affine transform of its sprite, then "over"), 8 bits a
-    channel. Same plan, sprites and poses as the generator; pixels agree up to 8-bit rounding and PIL
-    interpolating straight rather than premultiplied alpha at the edges."""
+    channel. Same plan, sprites and poses as the generator; pixels agree up to 8-bit rounding."""
     t, size = gen.frames, gen.size
     plan, sprites, back, poses = setup(gen, n, g, textures)
     k = plan.present.shape[1]
@@ -170,7 +168,8 @@ def pil_shapes(gen: ShapesGenerator, n: int, g: torch.Generator, textures, out: 
     frames = []
     for v in range(n):
         slots = [s for s in range(k) if present[v][s]]  # far to near
-        layers = {s: _pil_rgba(sprites[v, s]) for s in slots}
+        layers = {s: _pil(torch.cat([sprites.fill[v, s, :, None, None].expand(-1, size, size) if sprites.flat
+                                     else sprites.fill[v, s], sprites.alpha[v, s]])) for s in slots}
         background = _pil(back[v]).convert("RGBA")
         for f in range(t):
             frame = background.copy()
@@ -324,7 +323,7 @@ def main() -> None:
           f"renderers\n   of the same clips; objects {lo}-{hi}, accelerating; target >= 3x at 16x112x112")
     print("   naive: torch, one grid_sample per object per frame (the same pixels: max |diff| checked < 1e-4)\n"
           "   PIL: PIL frame by frame in 8 bits, as bench/pmg_throughput.py draws PMG's naive reference (mean |diff|\n"
-          "   checked < 0.01: 8-bit rounding, straight-alpha edges)\n"
+          "   checked < 0.01: 8-bit rounding)\n"
           "   setup: ms per batch of the shapes' plan, sprites (texture crops included), backgrounds and poses,\n"
           "   made alike by every renderer (part of every time)")
     print(f"{'clip':>10} {'batch':>5}  {'source':<14} {'batched':>8} {'naive':>8} {'ratio':>6} {'PIL':>8} {'ratio':>6} "

@@ -1,9 +1,11 @@
 """Synthetic videos of moving shapes (after Yu, Chen and Gandelsman, arXiv 2410.24213), generated in batches.
 
-Each object is a *sprite*: an RGBA image in the object's own frame (premultiplied colour, an anti-aliased
-shape mask as alpha), made once per video. A frame of a video is every sprite sampled through its pose at
+Each object is a *sprite* in its own frame, made once per video: an anti-aliased shape mask (alpha) and the
+fill under it, a flat colour or a texture image. A frame of a video is every sprite sampled through its pose at
 that time (position c0 + v·t + a·t²/2, rotation θ0 + ω·t, scale (1+g)^t), one `grid_sample` over all objects
 and frames of a chunk of videos, then composited far to near ("over"), so a nearer object hides a farther one.
+Alpha and texture are sampled apart (on the CPU a sample costs per channel, and a flat fill needs none) and
+composited as `lerp(frame, fill, alpha)`: the fill is straight colour, defined over the whole sprite.
 Python loops run over objects' depth slots only, never over videos or frames. Every random draw comes from
 the caller's CPU generator, so a seed gives the same videos on any device.
 
@@ -96,6 +98,19 @@ class ShapesPlan:
         return mats
 
 
+@dataclass
+class Sprites:
+    """The objects of n videos in their own frames, per depth slot; empty slots are left unset (slot s is drawn
+    only in the rows that fill it)."""
+
+    alpha: torch.Tensor  # (n,K,1,S,S) anti-aliased shape masks
+    fill: torch.Tensor  # (n,K,3) flat colours, or (n,K,3,S,S) textures (straight colour, the whole sprite)
+
+    @property
+    def flat(self) -> bool:
+        return self.fill.dim() == 3
+
+
 def shape_alpha(corners: torch.Tensor, angles: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
     """Anti-aliased masks (m,1,size,size) of m shapes in sprite coordinates: a circle of radius 1/SPRITE_MARGIN,
     or the convex polygon of its corners on that circle (the intersection of its edges' half-planes)."""
@@ -111,8 +126,9 @@ def shape_alpha(corners: torch.Tensor, angles: torch.Tensor, size: int, device: 
         mid, half = (a + nxt) / 2, (nxt - a) / 2
         # Edge i's half-plane: n_i . q <= r cos(half_i); the largest excess is a signed distance (exact along
         # edges). A repeated corner adds a tangent of the circle, which cuts nothing off the polygon.
-        excess = torch.einsum("pvc,hwc->pvhw", unit(mid), q) - r * torch.cos(half)[..., None, None]
-        dist[polygon.to(device)] = excess.amax(1)
+        edges = torch.cat([unit(mid), -r * torch.cos(half)[..., None]], -1)  # (p,V,3): n_i and the offset
+        q1 = torch.cat([q, torch.ones_like(q[..., :1])], -1)  # (S,S,3)
+        dist[polygon.to(device)] = torch.einsum("pvc,hwc->pvhw", edges, q1).amax(1)
     # One sprite pixel of soft edge: alpha 1 inside, 0 outside, linear across the boundary.
     return (0.5 - dist * (size / 2)).clamp_(0, 1).unsqueeze(1)
 
@@ -170,23 +186,22 @@ class ShapesGenerator:
                           colour, background)
 
     def sprites(self, plan: ShapesPlan, g: torch.Generator, device: torch.device,
-                textures: TextureFn | None) -> torch.Tensor:
-        """Premultiplied RGBA sprites (n*K, 4, size, size) of the filled object slots; empty slots are left
-        unset (never sampled: slot s is drawn only in the rows that fill it)."""
+                textures: TextureFn | None) -> Sprites:
+        """The sprites of the filled object slots."""
         n, k = plan.present.shape
         size = self.size
         filled = plan.present.flatten().nonzero().squeeze(1)
         m = len(filled)
-        alpha = shape_alpha(plan.corners.flatten()[filled], plan.angles.flatten(0, 1)[filled], size, device)
+        alpha = torch.empty(n * k, 1, size, size, device=device)
+        alpha[filled.to(device)] = shape_alpha(plan.corners.flatten()[filled], plan.angles.flatten(0, 1)[filled],
+                                               size, device)
+        alpha = alpha.view(n, k, 1, size, size)
         if self.spec.texture == "flat":
-            rgb = plan.colour.flatten(0, 1)[filled].to(device)[:, :, None, None].expand(-1, -1, size, size)
-        elif self.spec.texture == "noise":
-            rgb = noise_textures(m, size, g, device)
-        else:
-            rgb = _fit(textures(m, g), size)
-        sprites = torch.empty(n * k, 4, size, size, device=device)
-        sprites[filled.to(device)] = torch.cat([rgb * alpha, alpha], 1)
-        return sprites
+            return Sprites(alpha, plan.colour.to(device))
+        rgb = noise_textures(m, size, g, device) if self.spec.texture == "noise" else _fit(textures(m, g), size)
+        fill = torch.empty(n * k, 3, size, size, device=device)
+        fill[filled.to(device)] = rgb
+        return Sprites(alpha, fill.view(n, k, 3, size, size))
 
     def backgrounds(self, plan: ShapesPlan, g: torch.Generator, device: torch.device,
                     textures: TextureFn | None) -> torch.Tensor:
@@ -211,7 +226,7 @@ class ShapesGenerator:
             out = torch.empty(n, 3, t, size, size, device=device)
         plan = self.plan(n, generator)
         k = plan.present.shape[1]
-        sprites = self.sprites(plan, generator, device, textures).view(n, k, 4, size, size)
+        sprites = self.sprites(plan, generator, device, textures)
         back = self.backgrounds(plan, generator, device, textures)
         poses = plan.poses(self.times, size)
         filled = plan.present.sum(0).tolist()  # rows sorted by object count: slot s is filled in rows [0, filled[s])
@@ -220,15 +235,24 @@ class ShapesGenerator:
             hi = min(lo + step, n)
             video = out[lo:hi]
             video.copy_(back[lo:hi, :, None].expand(-1, -1, t, -1, -1))
-            for slot in range(k):  # far to near: "over" with premultiplied colour
+            for slot in range(k):  # far to near: "over"
                 m = min(hi, filled[slot]) - lo
                 if m <= 0:
                     continue
-                grid = warp_grid(poses[lo:lo + m, slot].to(device), size)  # (m, T*S, S, 2)
-                layer = F.grid_sample(sprites[lo:lo + m, slot], grid, mode="bilinear", padding_mode="zeros",
-                                      align_corners=False).view(m, 4, t, size, size)
-                video[:m].mul_(1 - layer[:, 3:4]).add_(layer[:, :3])
+                rows = slice(lo, lo + m)
+                grid = warp_grid(poses[rows, slot].to(device), size)  # (m, T*S, S, 2)
+                cover = sample(sprites.alpha[rows, slot], grid).view(m, 1, t, size, size)
+                if sprites.flat:
+                    fill = sprites.fill[rows, slot, :, None, None, None].expand(-1, -1, t, size, size)
+                else:
+                    fill = sample(sprites.fill[rows, slot], grid).view(m, 3, t, size, size)
+                video[:m].lerp_(fill, cover.expand(-1, 3, -1, -1, -1))
         return out.clamp_(0, 1)
+
+
+def sample(sprites: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Sprites (m,C,S,S) through a grid (m,T*S,S,2): (m,C,T*S,S), transparent / black outside the sprite."""
+    return F.grid_sample(sprites, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _fit(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -123,6 +123,29 @@ def test_the_nearer_slot_hides_the_farther_one():
         assert video[:, green_only[0], green_only[1]].tolist() == [0.0, 1.0, 0.0]
 
 
+def test_a_texture_of_one_colour_draws_as_that_flat_colour():
+    """Flat fills composite a colour by the sampled alpha, image fills a sampled texture: the same objects with
+    textures of their flat colours give the same video (occlusion, moving and turning edges included)."""
+    red = {"centre": [-0.1, 0.0], "radius": 0.2, "colour": [1.0, 0.0, 0.0], "velocity": [0.01, 0.02]}
+    green = {"centre": [0.1, 0.0], "radius": 0.25, "colour": [0.0, 1.0, 0.0], "corners": 4, "spin": 0.1,
+             "angles": [0.0, 1.5, 3.0, 4.5, 4.5, 4.5]}
+    plan = video_plan([red, green], background=(0.2, 0.3, 0.4))
+    colours = plan.colour.flatten(0, 1)  # the filled slots, far to near
+
+    def one_colour(m: int, g: torch.Generator) -> torch.Tensor:
+        assert m == len(colours)
+        return colours[:, :, None, None].expand(-1, -1, 20, 20)
+
+    spec = {"objects": (2, 2), "shapes": ["circle", "polygon"], "motion": "transforming", "background": "flat"}
+    flat = render(plan, **spec)
+    gen = ShapesGenerator(ShapesVideos(**spec, texture="image"), FRAMES, SIZE)
+    with mock.patch.object(gen, "plan", lambda n, g: plan):
+        textured = gen(1, torch.Generator().manual_seed(0), textures=one_colour)[0]
+    for colour in ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.2, 0.3, 0.4]):  # both objects and the background show
+        assert bool(((flat - torch.tensor(colour)[:, None, None, None]).abs().amax(0) < 1e-6).any())
+    assert torch.allclose(textured, flat, atol=1e-5)
+
+
 def test_an_accelerating_object_follows_its_trajectory():
     """Centroid of a white disk on black: c0 + v t + a t^2 / 2 at the reference times, in pixels."""
     centre, velocity, accel = [-0.4, 0.3], [0.03, -0.02], [0.002, -0.003]
