@@ -2,11 +2,10 @@
 
 Part 1, generation: clips/s of ShapesGenerator (image-textured and flat objects) and MoSIGenerator against a
 naive renderer that makes the same clips frame by frame, the way a straightforward implementation draws them
-(Yu et al.'s generator draws frame by frame): Python loops over videos, frames and objects, one
-affine_grid + grid_sample of one sprite's alpha and texture (or one window) per object per frame, composited far to
-near. The naive
-renderer takes its plan, sprites and backgrounds from the generator itself (ShapesGenerator.plan / sprites /
-backgrounds, ShapesPlan.poses; MoSIGenerator.plan), so both draw the same clips from the same seed and do the
+(Yu et al.'s generator draws frame by frame): Python loops over videos, frames and objects, one affine_grid +
+grid_sample of one sprite's alpha and texture (or one window) per object per frame, composited far to near. The
+naive renderer takes its plan, sprites and backgrounds from the generator itself (ShapesGenerator.plan / sprites
+/ backgrounds, ShapesPlan.poses; MoSIGenerator.plan), so both draw the same clips from the same seed and do the
 same work; the bench checks that their pixels agree (max abs difference < 1e-4) before timing. And against a
 second naive renderer made the way bench/pmg_throughput.py makes PMG's reference: PIL, frame by frame, 8 bits a
 channel (each object an affine transform of its sprite, then alpha_composite; MoSI each frame the window's box
