@@ -47,7 +47,7 @@ from PIL import Image
 from pmgflow.pmg.clips import ImageClips
 from pmgflow.sources.mix import VideoClips, texture_crops
 from pmgflow.sources.mosi import MoSIGenerator
-from pmgflow.sources.shapes import ShapesGenerator
+from pmgflow.sources.shapes import ShapesGenerator, sample
 from pmgflow.spec.data import FractalSource
 from pmgflow.spec.pmg import PMGSpec
 from pmgflow.spec.sources import MoSIVideos, ShapesVideos
@@ -111,13 +111,8 @@ def naive_shapes(gen: ShapesGenerator, n: int, g: torch.Generator, textures, out
             frame = back[v].clone()
             for s in slots:
                 grid = F.affine_grid(poses[v, s, f][None], [1, 1, size, size], align_corners=False)
-                alpha = F.grid_sample(sprites.alpha[v, s][None], grid, mode="bilinear", padding_mode="zeros",
-                                      align_corners=False)[0]
-                if sprites.flat:
-                    fill = sprites.fill[v, s, :, None, None]
-                else:
-                    fill = F.grid_sample(sprites.fill[v, s][None], grid, mode="bilinear", padding_mode="zeros",
-                                         align_corners=False)[0]
+                alpha = sample(sprites.alpha[v, s][None], grid)[0]
+                fill = sprites.fill[v, s, :, None, None] if sprites.flat else sample(sprites.fill[v, s][None], grid)[0]
                 frame.lerp_(fill.expand_as(frame), alpha.expand_as(frame))
             out[v, :, f] = frame.clamp_(0, 1)
     return out
