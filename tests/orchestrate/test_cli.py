@@ -88,3 +88,5 @@ def test_main_job_is_scratch_plus_three_epoch_values_in_one_chain_at_base_learni
     assert finetune.dataset.train_per_class == 20 and finetune.per_class is None
     # The scratch row fine-tunes the architecture the pre-trained rows take from their checkpoints.
     assert finetune.model == pretrainings[0].model
+    # Every row is a mean over fine-tuning seeds that share the row's pre-training.
+    assert sweep.spec.seeds is not None and len(sweep.spec.seeds) >= 3
