@@ -1,9 +1,13 @@
 """MoSI-style pseudo camera motion (Huang et al., CVPR 2021): a crop window slides over a still image.
 
 Per video a window side w (a fraction of the image side) and a speed per axis (from the spec's speed classes,
-one axis only under MoSI's rule) are drawn; the window starts where it stays inside the image for the whole
-clip. Frame t is one `grid_sample` of the image through the window at t, for every frame of every video at once.
-Coordinates are grid_sample's normalized ones (the image spans [-1, 1]; a fraction f of its side is 2f).
+one axis only under MoSI's rule) are drawn; the speed is rounded to a whole number of output pixels per frame,
+and the window starts where it stays inside the image for the whole clip. Because the window moves by whole
+output pixels, every frame is a crop of one canvas: the image resampled once, at the frames' pixel pitch, over
+the region the window sweeps. Rendering is one `grid_sample` of the canvases of all videos, then one
+`index_select` that copies every frame's crop into the clips (no loop over videos or frames). Each frame has the
+pixels a `grid_sample` through its own window would give. Coordinates are grid_sample's normalized ones (the
+image spans [-1, 1]; a fraction f of its side is 2f).
 """
 
 from __future__ import annotations
@@ -11,19 +15,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from pmgflow.pmg.generator import warp
 from pmgflow.sources.shapes import reference_times
 from pmgflow.spec.sources import MoSIVideos
 
 
 @dataclass
 class WindowPlan:
-    """The windows of n videos (CPU tensors): side (n,), start centre (n,2) and velocity (n,2), normalized."""
+    """The windows of n videos (CPU tensors) rendered at `size` pixels: side (n,) and start centre (n,2),
+    normalized; step (n,2, integer), the window's shift per frame in output pixels; `frame_time`, reference
+    frames (of a 16-frame clip) per frame of the clip."""
 
     side: torch.Tensor
     start: torch.Tensor
-    velocity: torch.Tensor
+    step: torch.Tensor
+    size: int
+    frame_time: float
+
+    @property
+    def pitch(self) -> torch.Tensor:
+        """(n,1): an output pixel's side in normalized image units."""
+        return (2 * self.side / self.size)[:, None]
+
+    @property
+    def velocity(self) -> torch.Tensor:
+        """(n,2) normalized units per reference frame."""
+        return self.step * self.pitch / self.frame_time
 
     def centres(self, times: torch.Tensor) -> torch.Tensor:
         """Window centres (n,T,2) at reference times (T,)."""
@@ -36,26 +54,30 @@ class MoSIGenerator:
     def __init__(self, spec: MoSIVideos, frames: int, size: int):
         self.spec, self.frames, self.size = spec, frames, size
         self.times = reference_times(frames)
+        self.frame_time = float(self.times[1] - self.times[0]) if frames > 1 else 1.0
 
     def plan(self, n: int, g: torch.Generator) -> WindowPlan:
-        """Draw the windows of n videos: side, speed class per axis, then a start that keeps it inside."""
-        s = self.spec
+        """Draw the windows of n videos: side, speed class per axis (in whole output pixels per frame, at least
+        one for a moving class), then a start that keeps the window inside."""
+        s, size, span = self.spec, self.size, self.frames - 1
         side = s.window[0] + (s.window[1] - s.window[0]) * torch.rand(n, generator=g)
         speeds = torch.tensor(s.speeds, dtype=torch.float32)
-        velocity = 2 * speeds[torch.randint(len(speeds), (n, 2), generator=g)]
+        speed = speeds[torch.randint(len(speeds), (n, 2), generator=g)]
         if s.one_axis:  # MoSI: the camera moves along x or along y
             axis = torch.randint(2, (n,), generator=g)
-            velocity[torch.arange(n), 1 - axis] = 0
+            speed[torch.arange(n), 1 - axis] = 0
+        # fraction of the side per reference frame -> output pixels per frame: 2 speed dt / (2 side / size)
+        pixels = speed * self.frame_time * size / side[:, None]
+        step = pixels.abs().round().clamp(min=1) * pixels.sign()  # a moving class moves at least a pixel a frame
         room = 1 - side  # the centre may move within [-room, room] on each axis
-        span = float(self.times[-1])
         if span > 0:  # a speed the window cannot keep inside the image is slowed to the fastest it can
-            fastest = (2 * room / span)[:, None]
-            velocity = velocity.clamp(-fastest, fastest)
-        travel = velocity * span
+            fastest = (room * size / (side * span)).floor()[:, None]
+            step = torch.minimum(step.abs(), fastest) * step.sign()
+        travel = step * (2 * side / size)[:, None] * span
         low = -room[:, None] - travel.clamp(max=0)
         high = room[:, None] - travel.clamp(min=0)
         start = low + (high - low) * torch.rand(n, 2, generator=g)
-        return WindowPlan(side, start, velocity)
+        return WindowPlan(side, start, step.long(), size, self.frame_time)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, generator: torch.Generator, out: torch.Tensor | None = None
@@ -63,13 +85,33 @@ class MoSIGenerator:
         """One video per image; written into `out` (n,3,T,size,size) if given."""
         n, t, size = len(images), self.frames, self.size
         plan = self.plan(n, generator)
-        centre = plan.centres(self.times)
-        mats = torch.zeros(n, t, 3, 3)
-        mats[..., 0, 0] = mats[..., 1, 1] = plan.side[:, None]
-        mats[..., :2, 2] = centre
-        mats[..., 2, 2] = 1
-        frames = warp(images.float(), mats.to(images.device), size, padding="border")  # (n,3,T*S,S)
-        frames = frames.view(n, 3, t, size, size)
-        if out is None:
-            return frames
-        return out.copy_(frames)
+        canvas, offsets = self.canvases(images.float(), plan)  # (n,3,H,W), (n,T) flat offsets of frame corners
+        h, w = canvas.shape[-2:]
+        # Every frame's crop as one view of the canvases: crop i starts at flat element i, rows W apart.
+        crops = canvas.as_strided((canvas.numel() - (size - 1) * (w + 1), size, size), (1, w, 1))
+        planes = torch.arange(n * 3, device=canvas.device).view(n, 3, 1) * (h * w)
+        index = (planes + offsets[:, None]).flatten()  # (n*3*T,) in the clips' order
+        if out is None or not out.is_contiguous() or out.dtype != canvas.dtype:
+            frames = torch.index_select(crops, 0, index).view(n, 3, t, size, size)
+            return frames if out is None else out.copy_(frames)
+        torch.index_select(crops, 0, index, out=out.view(n * 3 * t, size, size))
+        return out
+
+    def canvases(self, images: torch.Tensor, plan: WindowPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images resampled at the frames' pixel pitch over the region each window sweeps, padded to one
+        size (n,3,H,W), and the flat offset (row * W + column) of frame t's top-left pixel in its canvas (n,T)."""
+        n, t, size, device = len(images), self.frames, self.size, images.device
+        step = plan.step.to(device)
+        ticks = torch.arange(t, device=device)
+        # Canvas pixel m along an axis is frame t's pixel m - t * step + first, first = the lowest t * step.
+        first = (t - 1) * step.clamp(max=0)  # (n,2)
+        extent = size + (t - 1) * step.abs().amax(0)  # (2,): canvas width and height
+        pitch, start = plan.pitch.to(device), plan.start.to(device)
+        left = start - plan.side.to(device)[:, None]  # the frame-0 window's low edge
+        x = left[:, :1] + pitch * (torch.arange(int(extent[0]), device=device) + first[:, :1] + 0.5)  # (n,W)
+        y = left[:, 1:] + pitch * (torch.arange(int(extent[1]), device=device) + first[:, 1:] + 0.5)  # (n,H)
+        grid = torch.stack(torch.broadcast_tensors(x[:, None, :], y[:, :, None]), -1)  # (n,H,W,2)
+        # Windows stay inside the image; the padding beyond a short canvas is never read.
+        canvas = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        corner = ticks[None, :, None] * step[:, None] - first[:, None]  # (n,T,2): column, row
+        return canvas, corner[..., 1] * int(extent[0]) + corner[..., 0]

@@ -104,8 +104,9 @@ class MoSIVideos(SourceShare):
     speeds: list[float] = Field(
         [-0.02, -0.01, 0.0, 0.01, 0.02], min_length=1,
         description="Speeds a window axis takes (drawn uniformly per axis), in fractions of the image side per "
-        "frame of a 16-frame clip; MoSI's discrete speed classes. A speed the window cannot keep inside the image "
-        "for the whole clip is scaled down to the fastest it can.")
+        "frame of a 16-frame clip; MoSI's discrete speed classes. Each is rounded to a whole number of the clip's "
+        "pixels per frame (at least one for a nonzero class), so that the frames are crops of one resampled canvas; "
+        "a speed the window cannot keep inside the image for the whole clip is slowed to the fastest it can.")
     one_axis: bool = Field(True, description="MoSI's rule: the window moves along one axis only (the other speed "
                            "is 0); false: both axes move.")
 

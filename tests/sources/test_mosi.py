@@ -1,10 +1,11 @@
-"""MoSI pseudo camera motion: the windows stay inside their image, move at their speed class, and the frames
+"""MoSI pseudo camera motion: the windows stay inside their image, move at their speed class (in whole pixels), and the frames
 show the image through them."""
 
 from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pmgflow.sources.mosi import MoSIGenerator, WindowPlan
 from pmgflow.sources.shapes import reference_times
@@ -56,36 +57,71 @@ def test_one_axis_moves_a_window_along_x_or_y():
     assert bool((both != 0).all())
 
 
-def test_speeds_are_the_speed_classes_unless_too_fast_for_the_window():
+def test_speeds_are_the_speed_classes_in_whole_pixels_unless_too_fast_for_the_window():
     speeds = [-0.03, -0.01, 0.0, 0.01, 0.03]
     spec = MoSIVideos(window=(0.5, 0.8), speeds=speeds, one_axis=False)
-    plan = MoSIGenerator(spec, FRAMES, SIZE).plan(1000, torch.Generator().manual_seed(2))
-    classes = torch.tensor(speeds) * 2  # normalized units per reference frame
-    # A window of side w keeps inside the image at up to 2 (1 - w) / 15 per frame.
-    fastest = (2 * (1 - plan.side) / 15)[:, None].expand_as(plan.velocity)
-    is_class = (plan.velocity[..., None] - classes).abs().amin(-1) < 1e-6
-    clamped = ((plan.velocity.abs() - fastest).abs() < 1e-6) & (fastest < 2 * 0.03)
-    assert bool((is_class | clamped).all())
-    assert int(clamped.sum()) > 50 and int(is_class.sum()) > 500  # both happen with this window range
-    # Only the fast class is ever slowed, and only where it does not fit.
-    assert bool((fastest[clamped] < 0.06).all()) and bool((plan.velocity.abs() <= fastest + 1e-6).all())
-    for value in classes.tolist():
-        assert bool(((plan.velocity - value).abs() < 1e-6).any()), value
+    gen = MoSIGenerator(spec, FRAMES, SIZE)
+    plan = gen.plan(1000, torch.Generator().manual_seed(2))
+    side = plan.side[:, None]
+    # A class speed v (image sides per reference frame) is v * dt * SIZE / side output pixels per frame.
+    classes = torch.tensor(speeds)[:, None, None] * gen.frame_time * SIZE / side  # (classes,n,1)
+    nearest = classes.abs().round().clamp(min=1) * classes.sign()  # a moving class moves at least one pixel
+    # A window of side w keeps inside the image at up to (1 - w) SIZE / (w (T - 1)) pixels per frame.
+    fastest = ((1 - side) * SIZE / (side * (FRAMES - 1))).floor()
+    allowed = torch.minimum(nearest.abs(), fastest) * nearest.sign()  # (classes,n,1)
+    step = plan.step.float()
+    is_class = (step[None] == allowed).any(0)
+    assert bool(is_class.all())
+    slowed = (step[None] == allowed).any(0) & ~(step[None] == nearest).any(0)
+    assert int(slowed.sum()) > 50  # the fast class does not fit every window of this range ...
+    assert int((step.abs() >= 2).sum()) > 100 and int((step == 0).sum()) > 100  # ... but many fit it
+    assert bool((step.abs() <= fastest).all())
+    for value in (-3, -1, 0, 1, 3):
+        assert bool((plan.step == value).any()), value
+    # Unslowed, the realized speed is within half a pixel per frame of its class.
+    pixels_per_ref = plan.pitch / gen.frame_time
+    unslowed = ~slowed
+    off = (plan.velocity[None] - torch.tensor(speeds)[:, None, None] * 2).abs().amin(0)
+    assert bool((off[unslowed] <= (pixels_per_ref / 2).expand_as(off)[unslowed] + 1e-6).all())
+
+
+def test_frames_are_the_image_through_each_window():
+    """The canvas and crop path gives the pixels of one grid_sample through each frame's own window, for every
+    direction (both axes, negative speeds, still) and at the clip sizes of both scales."""
+    for frames, size, one_axis in ((FRAMES, SIZE, False), (16, 56, True), (3, 20, False)):
+        spec = MoSIVideos(window=(0.3, 0.9), speeds=[-0.04, -0.01, 0.0, 0.02, 0.05], one_axis=one_axis)
+        gen = MoSIGenerator(spec, frames, size)
+        images = torch.rand(12, 3, 50, 70, generator=torch.Generator().manual_seed(4))
+        plan = gen.plan(12, torch.Generator().manual_seed(5))
+        video = gen(images, torch.Generator().manual_seed(5))
+        assert bool((plan.step < 0).any() and (plan.step > 0).any() and (plan.step == 0).any())
+        centres = plan.centres(gen.times)  # (n,T,2)
+        theta = torch.zeros(12, frames, 2, 3)
+        theta[..., 0, 0] = theta[..., 1, 1] = plan.side[:, None]
+        theta[..., :, 2] = centres
+        grid = F.affine_grid(theta.flatten(0, 1), [12 * frames, 3, size, size], align_corners=False)
+        expected = F.grid_sample(images.repeat_interleave(frames, 0), grid, mode="bilinear",
+                                 padding_mode="border", align_corners=False)
+        expected = expected.view(12, frames, 3, size, size).transpose(1, 2)
+        assert (video - expected).abs().max() < 1e-5, (frames, size)
 
 
 def test_the_window_moves_by_its_speed():
     """A ramp image seen through a window of known path: the frames' means give the window's centre."""
-    plan = WindowPlan(side=torch.tensor([0.5, 0.6]), start=torch.tensor([[-0.3, 0.1], [0.2, 0.35]]),
-                      velocity=torch.tensor([[0.04, 0.0], [0.0, -0.05]]))
     gen = MoSIGenerator(MoSIVideos(), FRAMES, SIZE)
+    plan = WindowPlan(side=torch.tensor([0.5, 0.6]), start=torch.tensor([[-0.3, 0.1], [0.2, 0.35]]),
+                      step=torch.tensor([[3, 0], [0, -2]]), size=SIZE, frame_time=gen.frame_time)
     with mock.patch.object(gen, "plan", lambda n, g: plan):
         video = gen(ramps(2), torch.Generator())
     assert video.shape == (2, 3, FRAMES, SIZE, SIZE)
     t = reference_times(FRAMES)
     expected = plan.start[:, None] + plan.velocity[:, None] * t[None, :, None]
     assert torch.allclose(window_centres(video), expected, atol=1e-4)
-    # First to last frame: 15 reference frames at the speed (0.3 of the image's normalized span of 2 along x).
-    assert window_centres(video)[0, -1, 0] - window_centres(video)[0, 0, 0] == pytest.approx(0.6, abs=1e-4)
+    # First to last frame: 7 frames of 3 pixels of 2 * 0.5 / 32 normalized units each along x.
+    assert window_centres(video)[0, -1, 0] - window_centres(video)[0, 0, 0] == pytest.approx(21 / 32, abs=1e-4)
+    # Frame t is frame 0 moved by t steps: whole pixels.
+    assert torch.allclose(video[0, :, 1:, :, :-3], video[0, :, :-1, :, 3:], atol=1e-6)
+    assert torch.allclose(video[1, :, 1:, 2:], video[1, :, :-1, :-2], atol=1e-6)
     # The window spans its side: across a frame channel 0 rises by side x (S-1)/S.
     rise = video[:, 0, :, :, -1] - video[:, 0, :, :, 0]
     assert torch.allclose(rise, (plan.side * (SIZE - 1) / SIZE)[:, None, None].expand_as(rise), atol=1e-4)
@@ -106,18 +142,18 @@ def test_a_bright_dot_moves_against_the_window():
     """The camera pans right: a dot in the image moves left in the frames, by the window's travel."""
     image = torch.zeros(1, 3, IMAGE, IMAGE)
     image[:, :, 60:68, 60:68] = 1.0  # pixel centres -0.055 .. 0.055: a dot at (0, 0)
-    plan = WindowPlan(side=torch.tensor([0.6]), start=torch.tensor([[-0.25, 0.0]]),
-                      velocity=torch.tensor([[0.03, 0.0]]))
     gen = MoSIGenerator(MoSIVideos(), 16, SIZE)
+    plan = WindowPlan(side=torch.tensor([0.6]), start=torch.tensor([[-0.25, 0.0]]),
+                      step=torch.tensor([[1, 0]]), size=SIZE, frame_time=gen.frame_time)  # 1.2 / 32 per frame
     with mock.patch.object(gen, "plan", lambda n, g: plan):
         video = gen(image, torch.Generator())[0, 0]  # (T,S,S)
     idx = torch.arange(SIZE, dtype=torch.float64)
     x = (video.double().sum(1) * idx).sum(-1) / video.double().sum((1, 2))  # dot's column per frame
     # The dot at image x = 0 shows at frame x = (0 - centre) / side, in pixels (x + 1) S / 2 - 0.5.
-    centre = -0.25 + 0.03 * torch.arange(16, dtype=torch.float64)
+    centre = -0.25 + 1.2 / SIZE * torch.arange(16, dtype=torch.float64)
     expected = (-centre / 0.6 + 1) * SIZE / 2 - 0.5
     assert torch.allclose(x, expected, atol=0.2)  # the dot's edges are point-sampled: 0.1 px of jitter
-    assert x[-1] < x[0] - 10  # 0.45 / 0.6 of the half frame: 12 px
+    assert float(x[-1]) == pytest.approx(float(x[0]) - 15, abs=0.2)  # one pixel a frame
 
 
 def test_a_seed_gives_the_same_videos_and_another_seed_other_videos():
