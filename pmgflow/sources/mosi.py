@@ -85,13 +85,15 @@ class MoSIGenerator:
         """One video per image; written into `out` (n,3,T,size,size) if given."""
         n, t, size = len(images), self.frames, self.size
         plan = self.plan(n, generator)
+        if n == 0:
+            return images.new_empty(0, 3, t, size, size) if out is None else out
         canvas, offsets = self.canvases(images.float(), plan)  # (n,3,H,W), (n,T) flat offsets of frame corners
         h, w = canvas.shape[-2:]
         # Every frame's crop as one view of the canvases: crop i starts at flat element i, rows W apart.
         crops = canvas.as_strided((canvas.numel() - (size - 1) * (w + 1), size, size), (1, w, 1))
         planes = torch.arange(n * 3, device=canvas.device).view(n, 3, 1) * (h * w)
         index = (planes + offsets[:, None]).flatten()  # (n*3*T,) in the clips' order
-        if out is None or not out.is_contiguous() or out.dtype != canvas.dtype:
+        if out is None or not out.is_contiguous() or (out.dtype, out.device) != (canvas.dtype, canvas.device):
             frames = torch.index_select(crops, 0, index).view(n, 3, t, size, size)
             return frames if out is None else out.copy_(frames)
         torch.index_select(crops, 0, index, out=out.view(n * 3 * t, size, size))
@@ -99,19 +101,18 @@ class MoSIGenerator:
 
     def canvases(self, images: torch.Tensor, plan: WindowPlan) -> tuple[torch.Tensor, torch.Tensor]:
         """The images resampled at the frames' pixel pitch over the region each window sweeps, padded to one
-        size (n,3,H,W), and the flat offset (row * W + column) of frame t's top-left pixel in its canvas (n,T)."""
-        n, t, size, device = len(images), self.frames, self.size, images.device
-        step = plan.step.to(device)
-        ticks = torch.arange(t, device=device)
-        # Canvas pixel m along an axis is frame t's pixel m - t * step + first, first = the lowest t * step.
+        size (n,3,H,W), and the flat offset (row * W + column) of frame t's top-left pixel in its canvas (n,T).
+        The layout is worked out on the CPU (no device sync); only the canvas axes move to the device."""
+        t, size, step = self.frames, self.size, plan.step
+        # Frame t's pixel j along an axis is canvas pixel j + t * step - first, first = the lowest t * step.
         first = (t - 1) * step.clamp(max=0)  # (n,2)
-        extent = size + (t - 1) * step.abs().amax(0)  # (2,): canvas width and height
-        pitch, start = plan.pitch.to(device), plan.start.to(device)
-        left = start - plan.side.to(device)[:, None]  # the frame-0 window's low edge
-        x = left[:, :1] + pitch * (torch.arange(int(extent[0]), device=device) + first[:, :1] + 0.5)  # (n,W)
-        y = left[:, 1:] + pitch * (torch.arange(int(extent[1]), device=device) + first[:, 1:] + 0.5)  # (n,H)
+        width, height = (size + (t - 1) * step.abs().amax(0)).tolist()  # the largest sweep of the batch
+        left = plan.start - plan.side[:, None]  # the frame-0 window's low edge
+        x = left[:, :1] + plan.pitch * (torch.arange(width) + first[:, :1] + 0.5)  # (n,W)
+        y = left[:, 1:] + plan.pitch * (torch.arange(height) + first[:, 1:] + 0.5)  # (n,H)
+        x, y = x.to(images.device), y.to(images.device)
         grid = torch.stack(torch.broadcast_tensors(x[:, None, :], y[:, :, None]), -1)  # (n,H,W,2)
         # Windows stay inside the image; the padding beyond a short canvas is never read.
         canvas = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        corner = ticks[None, :, None] * step[:, None] - first[:, None]  # (n,T,2): column, row
-        return canvas, corner[..., 1] * int(extent[0]) + corner[..., 0]
+        corner = torch.arange(t)[None, :, None] * step[:, None] - first[:, None]  # (n,T,2): column, row
+        return canvas, (corner[..., 1] * width + corner[..., 0]).to(images.device)

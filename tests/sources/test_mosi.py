@@ -172,3 +172,15 @@ def test_a_still_speed_class_gives_still_videos():
     images = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(0))
     video = MoSIGenerator(MoSIVideos(speeds=[0.0]), FRAMES, SIZE)(images, torch.Generator().manual_seed(0))
     assert torch.equal(video, video[:, :, :1].expand_as(video))
+
+
+def test_any_output_buffer_and_no_videos():
+    """Clips land in any buffer (strided, other dtype) as they would be returned; no images, no videos."""
+    images = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    gen = MoSIGenerator(MoSIVideos(), FRAMES, SIZE)
+    expected = gen(images, torch.Generator().manual_seed(1))
+    strided = torch.empty(3, FRAMES, 3, SIZE, SIZE).transpose(1, 2)
+    assert torch.equal(gen(images, torch.Generator().manual_seed(1), out=strided), expected)
+    half = torch.empty(3, 3, FRAMES, SIZE, SIZE, dtype=torch.bfloat16)
+    assert torch.equal(gen(images, torch.Generator().manual_seed(1), out=half), expected.bfloat16())
+    assert gen(images[:0], torch.Generator()).shape == (0, 3, FRAMES, SIZE, SIZE)
