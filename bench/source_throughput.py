@@ -93,7 +93,7 @@ def setup(gen: ShapesGenerator, n: int, g: torch.Generator, textures) -> tuple:
     """What the generator draws before it renders a frame, in its order (so the same seed gives the same
     clips): the plan, the sprites (texture crops included), the backgrounds and the poses."""
     plan = gen.plan(n, g)
-    sprites = gen.sprites(plan, g, CPU, textures)
+    sprites = gen.sprites(plan, gen.groups(plan, plan.boxes(gen.times, gen.size)), g, CPU, textures)
     back = gen.backgrounds(plan, g, CPU, textures)
     return plan, sprites, back, plan.poses(gen.times, gen.size)
 
@@ -111,8 +111,8 @@ def naive_shapes(gen: ShapesGenerator, n: int, g: torch.Generator, textures, out
             frame = back[v].clone()
             for s in slots:
                 grid = F.affine_grid(poses[v, s, f][None], [1, 1, size, size], align_corners=False)
-                alpha = sample(sprites.alpha[v, s][None], grid)[0]
-                fill = sprites.fill[v, s, :, None, None] if sprites.flat else sample(sprites.fill[v, s][None], grid)[0]
+                alpha = sample(sprites.alpha(v, s)[None], grid)[0]
+                fill = sprites.fill(v, s) if sprites.flat else sample(sprites.fill(v, s)[None], grid)[0]
                 frame.lerp_(fill.expand_as(frame), alpha.expand_as(frame))
             out[v, :, f] = frame.clamp_(0, 1)
     return out
@@ -162,8 +162,8 @@ def pil_shapes(gen: ShapesGenerator, n: int, g: torch.Generator, textures, out: 
     frames = []
     for v in range(n):
         slots = [s for s in range(k) if present[v][s]]  # far to near
-        layers = {s: _pil(torch.cat([sprites.fill[v, s, :, None, None].expand(-1, size, size) if sprites.flat
-                                     else sprites.fill[v, s], sprites.alpha[v, s]])) for s in slots}
+        layers = {s: _pil(torch.cat([sprites.fill(v, s).expand(-1, size, size), sprites.alpha(v, s)]))
+                  for s in slots}
         background = _pil(back[v]).convert("RGBA")
         for f in range(t):
             frame = background.copy()

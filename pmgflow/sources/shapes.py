@@ -2,12 +2,16 @@
 
 Each object is a *sprite* in its own frame, made once per video: an anti-aliased shape mask (alpha) and the
 fill under it, a flat colour or a texture image. A frame of a video is every sprite sampled through its pose at
-that time (position c0 + v·t + a·t²/2, rotation θ0 + ω·t, scale (1+g)^t), one `grid_sample` over all objects
-and frames of a chunk of videos, then composited far to near ("over"), so a nearer object hides a farther one.
-Alpha and texture are sampled apart (on the CPU a sample costs per channel, and a flat fill needs none) and
-composited as `lerp(frame, fill, alpha)`: the fill is straight colour, defined over the whole sprite.
-Python loops run over objects' depth slots only, never over videos or frames. Every random draw comes from
-the caller's CPU generator, so a seed gives the same videos on any device.
+that time (position c0 + v·t + a·t²/2, rotation θ0 + ω·t, scale (1+g)^t), composited far to near ("over"), so
+a nearer object hides a farther one. An object is sampled only inside its *box*: the square of pixels its alpha
+can reach in any frame, so the work follows the objects' area, not the frame's. Objects of one depth slot whose
+boxes fall in the same size class (a few per clip size) are drawn together: one `grid_sample` of their sprites'
+alpha and texture (as four channels) through their poses over their boxes in every frame, then
+`lerp(frame, fill, alpha)` on the boxes, read and written through a strided view of the clip buffer. The fill is
+straight colour, defined over the whole sprite.
+Python loops run over depth slots and size classes only, never over videos or frames. Every random draw comes
+from the caller's CPU generator, and boxes and size classes are worked out on the CPU, so a seed gives the same
+videos on any device.
 
 Coordinates are grid_sample's normalized ones: the frame spans [-1, 1] on each axis (x right, y down), so a
 fraction f of the frame side is 2f.
@@ -29,6 +33,13 @@ from pmgflow.spec.sources import ShapesVideos
 # The sprite spans SPRITE_MARGIN x the object's radius, so the anti-aliased edge and corners fit inside it.
 SPRITE_MARGIN = 1.15
 MAX_CORNERS = 6
+# How far past the shape's circle (radius 1/SPRITE_MARGIN) a sample of the sprite can see alpha, in texels: the
+# soft edge reaches half a texel (alpha > 0 within one texel-half of the rim), bilinear sampling one more texel
+# along each axis (sqrt 2 texels away on a diagonal: 2 sqrt 2 half-texels).
+REACH_TEXELS = 0.5 + math.sqrt(2)
+# Box sides are rounded up to multiples of clip size / BOX_CLASSES: each depth slot is drawn in at most this many
+# groups, and a box wastes at most one step of its side.
+BOX_CLASSES = 16
 
 TextureFn = Callable[[int, torch.Generator], torch.Tensor]
 """(m, generator) -> m texture images (m, 3, h, w) in [0, 1] on the render device."""
@@ -97,27 +108,79 @@ class ShapesPlan:
         mats[..., 2, 2] = 1
         return mats
 
+    def boxes(self, times: torch.Tensor, size: int) -> Boxes:
+        """Each object's box in size x size frames at the given reference times (T,), for sprites of size x size
+        texels: every pixel whose centre is within the reach of the object's alpha (its circle, plus
+        REACH_TEXELS texels), for all frames, the side rounded up to a size class and at most the frame."""
+        t = times.double()[None, None, :]
+        scale = (1 + self.growth.double()[..., None]) ** t  # (n,K,T)
+        # The circle's radius is r*size pixels at scale 1; a texel is 2 r SPRITE_MARGIN scale pixels. Half a pixel
+        # more keeps rounding on the safe side.
+        half = self.radius.double()[..., None] * size * scale * (1 + 2 * SPRITE_MARGIN * REACH_TEXELS / size) + 0.5
+        centre = (self.positions(times).double() + 1) * (size / 2) - 0.5  # pixel coordinates (x, y): pixel i at i
+        lo = (centre - half[..., None]).floor().clamp(min=0)  # the part within the frame
+        hi = (centre + half[..., None]).ceil().clamp(max=size - 1)
+        need = (hi - lo + 1).clamp(min=1).amax((2, 3))  # (n,K): pixels spanned along either axis in any frame
+        step = math.ceil(size / BOX_CLASSES)
+        side = ((need / step).ceil() * step).clamp(max=size).long()
+        origin = torch.minimum(lo, (size - side)[..., None, None].double()).long()
+        return Boxes(side, origin)
+
+
+@dataclass
+class Boxes:
+    """Where n videos' objects are drawn (CPU tensors): per object a square box of `side` pixels (a size class)
+    at `origin` in each frame, holding every pixel its alpha reaches, within the frame."""
+
+    side: torch.Tensor  # (n,K) long
+    origin: torch.Tensor  # (n,K,T,2) long: the box's first column (x) and row (y)
+
+
+@dataclass
+class DrawGroup:
+    """Objects of one depth slot with boxes of one side: the videos (rows) they are in, and their sprites'
+    rows start:stop in the sprite stack (drawing order)."""
+
+    slot: int
+    side: int
+    rows: torch.Tensor  # (m,) long, CPU
+    start: int
+    stop: int
+
 
 @dataclass
 class Sprites:
-    """The objects of n videos in their own frames, per depth slot; empty slots are left unset (slot s is drawn
-    only in the rows that fill it)."""
+    """The filled slots' objects in their own frames, one layer per object in drawing order (slot by slot far
+    to near, by box side within a slot); `row[v, s]` is the layer of video v's slot s (-1: empty slot)."""
 
-    alpha: torch.Tensor  # (n,K,1,S,S) anti-aliased shape masks
-    fill: torch.Tensor  # (n,K,3) flat colours, or (n,K,3,S,S) textures (straight colour, the whole sprite)
+    layers: torch.Tensor  # (m,1,S,S) alpha (flat fills) or (m,4,S,S) texture RGB (straight colour) and alpha
+    colour: torch.Tensor  # (n,K,3) flat fills in [0, 1]
+    row: torch.Tensor  # (n,K) long, CPU
 
     @property
     def flat(self) -> bool:
-        return self.fill.dim() == 3
+        return self.layers.shape[1] == 1
+
+    def alpha(self, video: int, slot: int) -> torch.Tensor:
+        """(1,S,S) anti-aliased mask of one object."""
+        return self.layers[self.row[video, slot], -1:]
+
+    def fill(self, video: int, slot: int) -> torch.Tensor:
+        """(3,1,1) flat colour or (3,S,S) texture of one object."""
+        if self.flat:
+            return self.colour[video, slot, :, None, None]
+        return self.layers[self.row[video, slot], :3]
 
 
 def shape_alpha(corners: torch.Tensor, angles: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
     """Anti-aliased masks (m,1,size,size) of m shapes in sprite coordinates: a circle of radius 1/SPRITE_MARGIN,
-    or the convex polygon of its corners on that circle (the intersection of its edges' half-planes)."""
+    or the convex polygon of its corners on that circle (the intersection of its edges' half-planes and the
+    circle)."""
     c = (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1
     q = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1)  # (S,S,2): x, y
     r = 1 / SPRITE_MARGIN
-    dist = (q.norm(dim=-1) - r)[None].repeat(len(corners), 1, 1)  # circle: signed distance to the rim
+    circle = q.norm(dim=-1) - r  # signed distance to the rim
+    dist = circle[None].repeat(len(corners), 1, 1)
     polygon = corners > 0
     if bool(polygon.any()):
         a = angles[polygon].to(device)  # (p,V) sorted
@@ -128,7 +191,9 @@ def shape_alpha(corners: torch.Tensor, angles: torch.Tensor, size: int, device: 
         # edges). A repeated corner adds a tangent of the circle, which cuts nothing off the polygon.
         edges = torch.cat([unit(mid), -r * torch.cos(half)[..., None]], -1)  # (p,V,3): n_i and the offset
         q1 = torch.cat([q, torch.ones_like(q[..., :1])], -1)  # (S,S,3)
-        dist[polygon.to(device)] = torch.einsum("pvc,hwc->pvhw", edges, q1).amax(1)
+        # Within its circle too: the polygon lies inside it, so this cuts only the soft edge's spikes past acute
+        # corners, and every shape's alpha stays within REACH_TEXELS of the circle (see ShapesPlan.boxes).
+        dist[polygon.to(device)] = torch.einsum("pvc,hwc->pvhw", edges, q1).amax(1).maximum(circle)
     # One sprite pixel of soft edge: alpha 1 inside, 0 outside, linear across the boundary.
     return (0.5 - dist * (size / 2)).clamp_(0, 1).unsqueeze(1)
 
@@ -185,23 +250,45 @@ class ShapesGenerator:
         return ShapesPlan(present, corners, angles, radius, centre, velocity, accel, angle0, spin, growth,
                           colour, background)
 
-    def sprites(self, plan: ShapesPlan, g: torch.Generator, device: torch.device,
+    def groups(self, plan: ShapesPlan, boxes: Boxes) -> list[DrawGroup]:
+        """The filled slots' objects in drawing order: by depth slot far to near, then by box side, then by
+        video; one group per (slot, side)."""
+        n, k = plan.present.shape
+        video, slot = plan.present.nonzero(as_tuple=True)
+        side = boxes.side[video, slot]
+        # One sort key: slot, then side, then video (all small non-negative integers).
+        order = ((slot * (self.size + 1) + side) * n + video).argsort()
+        video, slot, side = video[order], slot[order], side[order]
+        groups, start = [], 0
+        for count in torch.unique_consecutive(slot * (self.size + 1) + side, return_counts=True)[1].tolist():
+            groups.append(DrawGroup(int(slot[start]), int(side[start]), video[start:start + count], start,
+                                    start + count))
+            start += count
+        return groups
+
+    def sprites(self, plan: ShapesPlan, groups: list[DrawGroup], g: torch.Generator, device: torch.device,
                 textures: TextureFn | None) -> Sprites:
-        """The sprites of the filled object slots."""
+        """The sprites of the filled object slots, one layer each in the groups' order."""
         n, k = plan.present.shape
         size = self.size
-        filled = plan.present.flatten().nonzero().squeeze(1)
-        m = len(filled)
-        alpha = torch.empty(n * k, 1, size, size, device=device)
-        alpha[filled.to(device)] = shape_alpha(plan.corners.flatten()[filled], plan.angles.flatten(0, 1)[filled],
-                                               size, device)
-        alpha = alpha.view(n, k, 1, size, size)
+        row = torch.full((n, k), -1, dtype=torch.long)
+        video = torch.cat([gr.rows for gr in groups]) if groups else torch.zeros(0, dtype=torch.long)
+        slot = torch.tensor([gr.slot for gr in groups for _ in range(len(gr.rows))], dtype=torch.long)
+        m = len(video)
+        row[video, slot] = torch.arange(m)
+        flat_index = video * k + slot
+        alpha = shape_alpha(plan.corners.flatten()[flat_index], plan.angles.flatten(0, 1)[flat_index], size, device)
+        colour = plan.colour.to(device)
         if self.spec.texture == "flat":
-            return Sprites(alpha, plan.colour.to(device))
+            return Sprites(alpha, colour, row)
+        layers = torch.empty(m, 4, size, size, device=device)
+        # Textures are drawn for the filled slots in video-major order (the order they were always drawn in),
+        # then laid out in drawing order.
         rgb = noise_textures(m, size, g, device) if self.spec.texture == "noise" else _fit(textures(m, g), size)
-        fill = torch.empty(n * k, 3, size, size, device=device)
-        fill[filled.to(device)] = rgb
-        return Sprites(alpha, fill.view(n, k, 3, size, size))
+        drawn = row[plan.present]  # layer of each filled slot, video-major
+        layers[drawn.to(device), :3] = rgb
+        layers[:, 3:] = alpha
+        return Sprites(layers, colour, row)
 
     def backgrounds(self, plan: ShapesPlan, g: torch.Generator, device: torch.device,
                     textures: TextureFn | None) -> torch.Tensor:
@@ -224,30 +311,56 @@ class ShapesGenerator:
         t, size = self.frames, self.size
         if out is None:
             out = torch.empty(n, 3, t, size, size, device=device)
+        if not out.is_contiguous():  # boxes are read and written through a strided view of a contiguous buffer
+            return out.copy_(self(n, generator, device, textures))
         plan = self.plan(n, generator)
-        k = plan.present.shape[1]
-        sprites = self.sprites(plan, generator, device, textures)
+        boxes = plan.boxes(self.times, size)
+        groups = self.groups(plan, boxes)
+        sprites = self.sprites(plan, groups, generator, device, textures)
         back = self.backgrounds(plan, generator, device, textures)
         poses = plan.poses(self.times, size)
-        filled = plan.present.sum(0).tolist()  # rows sorted by object count: slot s is filled in rows [0, filled[s])
-        step = max(1, chunk_size(t, size, device))
-        for lo in range(0, n, step):
-            hi = min(lo + step, n)
-            video = out[lo:hi]
-            video.copy_(back[lo:hi, :, None].expand(-1, -1, t, -1, -1))
-            for slot in range(k):  # far to near: "over"
-                m = min(hi, filled[slot]) - lo
-                if m <= 0:
-                    continue
-                rows = slice(lo, lo + m)
-                grid = warp_grid(poses[rows, slot].to(device), size)  # (m, T*S, S, 2)
-                cover = sample(sprites.alpha[rows, slot], grid).view(m, 1, t, size, size)
-                if sprites.flat:
-                    fill = sprites.fill[rows, slot, :, None, None, None].expand(-1, -1, t, size, size)
+        out.copy_(back[:, :, None].expand(-1, -1, t, -1, -1))
+        for group in groups:  # far to near: "over"; the objects of a group are in different videos
+            step = max(1, chunk_size(t, group.side, device))
+            for lo in range(0, len(group.rows), step):
+                rows = group.rows[lo:lo + step]
+                layers = sprites.layers[group.start + lo:group.start + lo + len(rows)]
+                origin = boxes.origin[rows, group.slot]  # (m,T,2)
+                grid = warp_grid(box_poses(poses[rows, group.slot], origin, size).to(device), size, group.side)
+                tiles = sample(layers, grid).view(len(rows), -1, t, group.side, group.side)
+                fill = None if sprites.flat else tiles[:, :3]
+                if fill is None:
+                    fill = sprites.colour[rows.to(device), group.slot, None, :, None, None]  # (m,1,3,1,1)
                 else:
-                    fill = sample(sprites.fill[rows, slot], grid).view(m, 3, t, size, size)
-                video[:m].lerp_(fill, cover.expand(-1, 3, -1, -1, -1))
+                    fill = fill.transpose(1, 2)
+                draw_over(out, rows, origin, tiles[:, -1:].transpose(1, 2), fill)
         return out.clamp_(0, 1)
+
+
+def box_poses(mats: torch.Tensor, origin: torch.Tensor, size: int) -> torch.Tensor:
+    """Sampling matrices (m,T,3,3) of whole frames -> those of the boxes at `origin` (m,T,2) pixels: the box's
+    pixel (0, 0) is the frame's pixel `origin`."""
+    shift = origin.to(mats.dtype) * (2 / size)  # normalized offset of the box
+    out = mats.clone()
+    out[..., :, 2] += mats[..., :, 0] * shift[..., None, 0] + mats[..., :, 1] * shift[..., None, 1]
+    return out
+
+
+def draw_over(video: torch.Tensor, rows: torch.Tensor, origin: torch.Tensor, alpha: torch.Tensor,
+              fill: torch.Tensor) -> None:
+    """Composite boxes into contiguous videos (n,3,T,S,S) in place: frame t of video rows[i], box at
+    origin[i, t] (x, y), becomes lerp(box, fill, alpha); alpha (m,T,1,b,b), fill (m,T,3,b,b) or broadcastable.
+    Each (row, frame) appears once, so no box is written twice."""
+    n, c, t, size = video.shape[:4]
+    side = alpha.shape[-1]
+    # Box k of the view starts at element k: its channels are a frame apart, its rows a frame row apart.
+    frame = t * size * size
+    boxes = video.as_strided((video.numel() - (c - 1) * frame - (side - 1) * (size + 1), c, side, side),
+                             (1, frame, size, 1))
+    start = (rows[:, None] * (c * frame) + torch.arange(t)[None, :] * (size * size) + origin[..., 1] * size
+             + origin[..., 0]).flatten().to(video.device)
+    drawn = boxes.index_select(0, start).view(alpha.shape[:2] + (c, side, side)).lerp_(fill, alpha)
+    boxes.index_copy_(0, start, drawn.flatten(0, 1))
 
 
 def sample(sprites: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,9 @@ from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from pmgflow.sources import shapes
 from pmgflow.sources.shapes import MAX_CORNERS, ShapesGenerator, ShapesPlan, power_law, reference_times
 from pmgflow.spec.sources import ShapesVideos
 
@@ -144,6 +146,75 @@ def test_a_texture_of_one_colour_draws_as_that_flat_colour():
     for colour in ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.2, 0.3, 0.4]):  # both objects and the background show
         assert bool(((flat - torch.tensor(colour)[:, None, None, None]).abs().amax(0) < 1e-6).any())
     assert torch.allclose(textured, flat, atol=1e-5)
+
+
+def whole_frames(gen: ShapesGenerator, n: int, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The generator's videos drawn the plain way, every object sampled over whole frames (as in the bench's
+    naive renderer, batched over frames), and each object's alpha over whole frames (n,K,T,S,S)."""
+    g = torch.Generator().manual_seed(seed)
+    t, size = gen.frames, gen.size
+    plan = gen.plan(n, g)
+    boxes = plan.boxes(gen.times, size)
+    sprites = gen.sprites(plan, gen.groups(plan, boxes), g, torch.device("cpu"), random_images)
+    video = gen.backgrounds(plan, g, torch.device("cpu"), random_images)[:, :, None].repeat(1, 1, t, 1, 1)
+    poses = plan.poses(gen.times, size)[..., :2, :]
+    alphas = torch.zeros(n, plan.present.shape[1], t, size, size)
+    for v, slot in plan.present.nonzero().tolist():  # video-major: far to near within a video
+        grid = F.affine_grid(poses[v, slot], [t, 1, size, size], align_corners=False)
+        alpha = F.grid_sample(sprites.alpha(v, slot).expand(t, -1, -1, -1), grid, align_corners=False)
+        fill = sprites.fill(v, slot)
+        if fill.dim() == 3 and fill.shape[-1] > 1:
+            fill = F.grid_sample(fill.expand(t, -1, -1, -1), grid, align_corners=False)
+        video[v] = video[v].transpose(0, 1).lerp(fill.expand(t, 3, size, size), alpha).transpose(0, 1)
+        alphas[v, slot] = alpha[:, 0]
+    return video.clamp(0, 1), alphas, boxes
+
+
+@pytest.mark.parametrize("spec", [
+    {"texture": "image"},
+    {"texture": "noise", "background": "noise", "objects": (1, 4)},
+    {"radius": (0.3, 2.0), "scaling": 0.2, "rotation": 45, "speed": (0.1, 0.5), "acceleration": 0.1},
+    {"radius": (0.005, 0.05), "radius_power": 0, "shapes": ["polygon"], "scaling": 0.2},
+    {"radius": (0.1, 0.4), "radius_power": 0, "objects": (12, 12)},
+])
+@pytest.mark.parametrize("frames, size", [(8, 32), (4, 19), (3, 64)])
+@pytest.mark.parametrize("classes", [shapes.BOX_CLASSES, 10 ** 6])
+def test_drawing_in_boxes_gives_the_whole_frames(spec, frames, size, classes):
+    """Objects are sampled only inside their boxes: the videos equal those drawn over whole frames, and no
+    object's alpha reaches a pixel outside its box in any frame (huge, tiny, fast, growing objects included;
+    also with boxes of exactly the side needed, no rounding up to a size class)."""
+    gen = ShapesGenerator(ShapesVideos(**spec), frames, size)
+    with mock.patch.object(shapes, "BOX_CLASSES", classes):
+        expected, alphas, boxes = whole_frames(gen, 6, seed=3)
+        made = gen(6, torch.Generator().manual_seed(3), textures=random_images)
+    assert (made - expected).abs().max() < 1e-4
+    assert bool((outside_alpha(alphas, boxes) == 0).all())
+    assert bool(((boxes.side >= 1) & (boxes.side <= size)).all())
+    assert bool(((boxes.origin >= 0) & (boxes.origin + boxes.side[..., None, None] <= size)).all())
+
+
+def outside_alpha(alphas: torch.Tensor, boxes) -> torch.Tensor:
+    """The objects' alpha (n,K,T,S,S) at the pixels outside their boxes."""
+    idx = torch.arange(alphas.shape[-1])
+    x0, y0 = boxes.origin[..., 0, None], boxes.origin[..., 1, None]  # (n,K,T,1)
+    side = boxes.side[..., None, None]
+    inside_x, inside_y = (idx >= x0) & (idx < x0 + side), (idx >= y0) & (idx < y0 + side)
+    return alphas[~(inside_y[..., :, None] & inside_x[..., None, :])]
+
+
+def test_an_acute_corner_stays_within_its_box():
+    """The soft edge past a very acute polygon corner (its spike) is cut at the shape's circle, so the corner
+    stays within the box drawn for the circle."""
+    # A 0.05 rad corner pointing along the sprite's diagonal, where the sprite reaches farthest past the circle.
+    sharp = [0.75 * math.pi, 1.75 * math.pi - 0.05, 1.75 * math.pi + 0.05]
+    plan = video_plan([{"corners": 3, "angles": sharp + sharp[-1:] * 3, "radius": 0.15, "angle0": 0.3}])
+    gen = ShapesGenerator(ShapesVideos(objects=(1, 1), shapes=["polygon"], motion="static"), 2, 48)
+    with mock.patch.object(gen, "plan", lambda n, g: plan), mock.patch.object(shapes, "BOX_CLASSES", 10 ** 6):
+        expected, alphas, boxes = whole_frames(gen, 1, seed=0)
+        made = gen(1, torch.Generator().manual_seed(0))
+    assert bool((outside_alpha(alphas, boxes) == 0).all())
+    assert (made - expected).abs().max() < 1e-4
+    assert alphas.amax() > 0.5  # the triangle is drawn
 
 
 def test_an_accelerating_object_follows_its_trajectory():
