@@ -93,7 +93,7 @@ def setup(gen: ShapesGenerator, n: int, g: torch.Generator, textures) -> tuple:
     """What the generator draws before it renders a frame, in its order (so the same seed gives the same
     clips): the plan, the sprites (texture crops included), the backgrounds and the poses."""
     plan = gen.plan(n, g)
-    sprites = gen.sprites(plan, gen.groups(plan, plan.boxes(gen.times, gen.size)), g, CPU, textures)
+    sprites = gen.sprites(plan, gen.layout(plan, plan.boxes(gen.times, gen.size)), g, CPU, textures)
     back = gen.backgrounds(plan, g, CPU, textures)
     return plan, sprites, back, plan.poses(gen.times, gen.size)
 

@@ -46,10 +46,12 @@ class ImageBank:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
-        """The images at `indices` as a uint8 tensor (B, 3, S, S)."""
+    def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """The images at `indices` as a uint8 tensor (B, 3, S, S); `channels_last`: in their stored layout
+        (channels innermost, no copy to make them contiguous)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2).contiguous()
+        batch = torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2)
+        return batch if channels_last else batch.contiguous()
 
 
 def fit_square(image: Image.Image, size: int) -> np.ndarray:

@@ -54,9 +54,10 @@ class ImageClips:
         """Indices of n different images (all, if the source has fewer), drawn by generator."""
         return torch.randperm(len(self.bank), generator=generator)[:n]
 
-    def images(self, indices: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-        """The stored uint8 images (B, 3, S, S) at indices, on device."""
-        batch = self.bank.batch(indices)
+    def images(self, indices: torch.Tensor, device: torch.device | str | None = None,
+               channels_last: bool = False) -> torch.Tensor:
+        """The stored uint8 images (B, 3, S, S) at indices, on device (`channels_last`: see ImageBank.batch)."""
+        batch = self.bank.batch(indices, channels_last)
         return batch if device is None else batch.to(device, non_blocking=True)
 
     def crops(self, indices: torch.Tensor, generator: torch.Generator,

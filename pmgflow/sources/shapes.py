@@ -37,9 +37,10 @@ MAX_CORNERS = 6
 # soft edge reaches half a texel (alpha > 0 within one texel-half of the rim), bilinear sampling one more texel
 # along each axis (sqrt 2 texels away on a diagonal: 2 sqrt 2 half-texels).
 REACH_TEXELS = 0.5 + math.sqrt(2)
-# Box sides are rounded up to multiples of clip size / BOX_CLASSES: each depth slot is drawn in at most this many
-# groups, and a box wastes at most one step of its side.
+# Box sides are rounded up to multiples of clip size / BOX_CLASSES (at least MIN_BOX_STEP pixels): each depth
+# slot is drawn in at most this many groups, and a box wastes at most one step of its side.
 BOX_CLASSES = 16
+MIN_BOX_STEP = 8  # pixels: at small clip sizes fewer, larger groups cost less than tighter boxes
 
 TextureFn = Callable[[int, torch.Generator], torch.Tensor]
 """(m, generator) -> m texture images (m, 3, h, w) in [0, 1] on the render device."""
@@ -121,7 +122,7 @@ class ShapesPlan:
         lo = (centre - half[..., None]).floor().clamp(min=0)  # the part within the frame
         hi = (centre + half[..., None]).ceil().clamp(max=size - 1)
         need = (hi - lo + 1).clamp(min=1).amax((2, 3))  # (n,K): pixels spanned along either axis in any frame
-        step = math.ceil(size / BOX_CLASSES)
+        step = max(math.ceil(size / BOX_CLASSES), MIN_BOX_STEP)
         side = ((need / step).ceil() * step).clamp(max=size).long()
         origin = torch.minimum(lo, (size - side)[..., None, None].double()).long()
         return Boxes(side, origin)
@@ -138,14 +139,22 @@ class Boxes:
 
 @dataclass
 class DrawGroup:
-    """Objects of one depth slot with boxes of one side: the videos (rows) they are in, and their sprites'
-    rows start:stop in the sprite stack (drawing order)."""
+    """Layers start:stop of a layout: objects of one depth slot whose boxes have one side."""
 
     slot: int
     side: int
-    rows: torch.Tensor  # (m,) long, CPU
     start: int
     stop: int
+
+
+@dataclass
+class Layout:
+    """The filled slots' objects in drawing order (CPU): by depth slot far to near, then by box side, then by
+    video; cut into groups of one slot and one side. Objects of a group are in different videos."""
+
+    video: torch.Tensor  # (m,) long
+    slot: torch.Tensor  # (m,) long
+    groups: list[DrawGroup]
 
 
 @dataclass
@@ -172,30 +181,40 @@ class Sprites:
         return self.layers[self.row[video, slot], :3]
 
 
-def shape_alpha(corners: torch.Tensor, angles: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+def shape_alpha(corners: torch.Tensor, angles: torch.Tensor, size: int, device: torch.device,
+                out: torch.Tensor | None = None) -> torch.Tensor:
     """Anti-aliased masks (m,1,size,size) of m shapes in sprite coordinates: a circle of radius 1/SPRITE_MARGIN,
     or the convex polygon of its corners on that circle (the intersection of its edges' half-planes and the
-    circle)."""
-    c = (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1
-    q = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1)  # (S,S,2): x, y
+    circle); written into `out` if given."""
+    m = len(corners)
+    if out is None:
+        out = torch.empty(m, 1, size, size, device=device)
+    c = (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1  # texel centres, x or y
     r = 1 / SPRITE_MARGIN
-    circle = q.norm(dim=-1) - r  # signed distance to the rim
-    dist = circle[None].repeat(len(corners), 1, 1)
+    circle = (c[None, :] ** 2 + c[:, None] ** 2).sqrt_() - r  # (S,S) signed distance to the rim
+
+    def soft(dist: torch.Tensor) -> torch.Tensor:  # one texel of soft edge: 1 inside, 0 outside, linear across
+        return (0.5 - dist * (size / 2)).clamp_(0, 1)
+
     polygon = corners > 0
+    circles = (~polygon).nonzero().squeeze(1).to(device)
+    out.index_copy_(0, circles, soft(circle).expand(len(circles), 1, size, size))
     if bool(polygon.any()):
         a = angles[polygon].to(device)  # (p,V) sorted
         nxt = torch.roll(a, -1, 1)
         nxt[:, -1] += 2 * math.pi
         mid, half = (a + nxt) / 2, (nxt - a) / 2
         # Edge i's half-plane: n_i . q <= r cos(half_i); the largest excess is a signed distance (exact along
-        # edges). A repeated corner adds a tangent of the circle, which cuts nothing off the polygon.
-        edges = torch.cat([unit(mid), -r * torch.cos(half)[..., None]], -1)  # (p,V,3): n_i and the offset
-        q1 = torch.cat([q, torch.ones_like(q[..., :1])], -1)  # (S,S,3)
+        # edges). A repeated corner adds a tangent of the circle, which cuts nothing off the polygon. The
+        # excess is a term along x plus a term along y.
+        normal = unit(mid)  # (p,V,2)
+        along_x = normal[..., 0, None] * c  # (p,V,S)
+        along_y = normal[..., 1, None] * c - (r * torch.cos(half))[..., None]
         # Within its circle too: the polygon lies inside it, so this cuts only the soft edge's spikes past acute
         # corners, and every shape's alpha stays within REACH_TEXELS of the circle (see ShapesPlan.boxes).
-        dist[polygon.to(device)] = torch.einsum("pvc,hwc->pvhw", edges, q1).amax(1).maximum(circle)
-    # One sprite pixel of soft edge: alpha 1 inside, 0 outside, linear across the boundary.
-    return (0.5 - dist * (size / 2)).clamp_(0, 1).unsqueeze(1)
+        dist = torch.maximum((along_x[:, :, None, :] + along_y[:, :, :, None]).amax(1), circle)
+        out.index_copy_(0, polygon.nonzero().squeeze(1).to(device), soft(dist)[:, None])
+    return out
 
 
 def noise_textures(m: int, size: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -250,45 +269,38 @@ class ShapesGenerator:
         return ShapesPlan(present, corners, angles, radius, centre, velocity, accel, angle0, spin, growth,
                           colour, background)
 
-    def groups(self, plan: ShapesPlan, boxes: Boxes) -> list[DrawGroup]:
-        """The filled slots' objects in drawing order: by depth slot far to near, then by box side, then by
-        video; one group per (slot, side)."""
-        n, k = plan.present.shape
+    def layout(self, plan: ShapesPlan, boxes: Boxes) -> Layout:
+        """The filled slots' objects in drawing order."""
+        n = len(plan.present)
         video, slot = plan.present.nonzero(as_tuple=True)
         side = boxes.side[video, slot]
-        # One sort key: slot, then side, then video (all small non-negative integers).
-        order = ((slot * (self.size + 1) + side) * n + video).argsort()
-        video, slot, side = video[order], slot[order], side[order]
+        key = slot * (self.size + 1) + side  # slot, then side
+        order = (key * n + video).argsort()
+        video, slot, side, key = video[order], slot[order], side[order], key[order]
         groups, start = [], 0
-        for count in torch.unique_consecutive(slot * (self.size + 1) + side, return_counts=True)[1].tolist():
-            groups.append(DrawGroup(int(slot[start]), int(side[start]), video[start:start + count], start,
-                                    start + count))
+        for count in torch.unique_consecutive(key, return_counts=True)[1].tolist():
+            groups.append(DrawGroup(int(slot[start]), int(side[start]), start, start + count))
             start += count
-        return groups
+        return Layout(video, slot, groups)
 
-    def sprites(self, plan: ShapesPlan, groups: list[DrawGroup], g: torch.Generator, device: torch.device,
+    def sprites(self, plan: ShapesPlan, layout: Layout, g: torch.Generator, device: torch.device,
                 textures: TextureFn | None) -> Sprites:
-        """The sprites of the filled object slots, one layer each in the groups' order."""
+        """The sprites of the filled object slots, one layer each in drawing order."""
         n, k = plan.present.shape
         size = self.size
+        m = len(layout.video)
         row = torch.full((n, k), -1, dtype=torch.long)
-        video = torch.cat([gr.rows for gr in groups]) if groups else torch.zeros(0, dtype=torch.long)
-        slot = torch.tensor([gr.slot for gr in groups for _ in range(len(gr.rows))], dtype=torch.long)
-        m = len(video)
-        row[video, slot] = torch.arange(m)
-        flat_index = video * k + slot
-        alpha = shape_alpha(plan.corners.flatten()[flat_index], plan.angles.flatten(0, 1)[flat_index], size, device)
-        colour = plan.colour.to(device)
-        if self.spec.texture == "flat":
-            return Sprites(alpha, colour, row)
-        layers = torch.empty(m, 4, size, size, device=device)
-        # Textures are drawn for the filled slots in video-major order (the order they were always drawn in),
-        # then laid out in drawing order.
-        rgb = noise_textures(m, size, g, device) if self.spec.texture == "noise" else _fit(textures(m, g), size)
-        drawn = row[plan.present]  # layer of each filled slot, video-major
-        layers[drawn.to(device), :3] = rgb
-        layers[:, 3:] = alpha
-        return Sprites(layers, colour, row)
+        row[layout.video, layout.slot] = torch.arange(m)
+        objects = layout.video * k + layout.slot
+        layers = torch.empty(m, 1 if self.spec.texture == "flat" else 4, size, size, device=device)
+        shape_alpha(plan.corners.flatten()[objects], plan.angles.flatten(0, 1)[objects], size, device,
+                    out=layers[:, -1:])
+        if self.spec.texture != "flat":
+            # Textures are drawn for the filled slots in video-major order (the order they were always drawn
+            # in), then laid out in drawing order.
+            rgb = noise_textures(m, size, g, device) if self.spec.texture == "noise" else _fit(textures(m, g), size)
+            layers[:, :3].index_copy_(0, row[plan.present].to(device), rgb)
+        return Sprites(layers, plan.colour.to(device), row)
 
     def backgrounds(self, plan: ShapesPlan, g: torch.Generator, device: torch.device,
                     textures: TextureFn | None) -> torch.Tensor:
@@ -315,25 +327,24 @@ class ShapesGenerator:
             return out.copy_(self(n, generator, device, textures))
         plan = self.plan(n, generator)
         boxes = plan.boxes(self.times, size)
-        groups = self.groups(plan, boxes)
-        sprites = self.sprites(plan, groups, generator, device, textures)
+        layout = self.layout(plan, boxes)
+        sprites = self.sprites(plan, layout, generator, device, textures)
         back = self.backgrounds(plan, generator, device, textures)
-        poses = plan.poses(self.times, size)
+        # Per layer: the sampling matrices of its boxes and where each box starts in the clip buffer.
+        origin = boxes.origin[layout.video, layout.slot]  # (m,T,2)
+        mats = box_poses(plan.poses(self.times, size)[layout.video, layout.slot], origin, size).to(device)
+        start = box_starts(layout.video, origin, out.shape).to(device)
+        colour = sprites.colour[layout.video.to(device), layout.slot.to(device)]  # (m,3)
         out.copy_(back[:, :, None].expand(-1, -1, t, -1, -1))
-        for group in groups:  # far to near: "over"; the objects of a group are in different videos
-            step = max(1, chunk_size(t, group.side, device))
-            for lo in range(0, len(group.rows), step):
-                rows = group.rows[lo:lo + step]
-                layers = sprites.layers[group.start + lo:group.start + lo + len(rows)]
-                origin = boxes.origin[rows, group.slot]  # (m,T,2)
-                grid = warp_grid(box_poses(poses[rows, group.slot], origin, size).to(device), size, group.side)
-                tiles = sample(layers, grid).view(len(rows), -1, t, group.side, group.side)
-                fill = None if sprites.flat else tiles[:, :3]
-                if fill is None:
-                    fill = sprites.colour[rows.to(device), group.slot, None, :, None, None]  # (m,1,3,1,1)
-                else:
-                    fill = fill.transpose(1, 2)
-                draw_over(out, rows, origin, tiles[:, -1:].transpose(1, 2), fill)
+        for group in layout.groups:  # far to near: "over"
+            side = group.side
+            step = max(1, chunk_size(t, side, device))
+            for lo in range(group.start, group.stop, step):
+                hi = min(lo + step, group.stop)
+                grid = warp_grid(mats[lo:hi], size, side)
+                tiles = sample(sprites.layers[lo:hi], grid).view(hi - lo, -1, t, side, side).transpose(1, 2)
+                fill = colour[lo:hi, None, :, None, None] if sprites.flat else tiles[:, :, :3]
+                draw_over(out, start[lo:hi], tiles[:, :, -1:], fill)
         return out.clamp_(0, 1)
 
 
@@ -346,21 +357,27 @@ def box_poses(mats: torch.Tensor, origin: torch.Tensor, size: int) -> torch.Tens
     return out
 
 
-def draw_over(video: torch.Tensor, rows: torch.Tensor, origin: torch.Tensor, alpha: torch.Tensor,
-              fill: torch.Tensor) -> None:
-    """Composite boxes into contiguous videos (n,3,T,S,S) in place: frame t of video rows[i], box at
-    origin[i, t] (x, y), becomes lerp(box, fill, alpha); alpha (m,T,1,b,b), fill (m,T,3,b,b) or broadcastable.
-    Each (row, frame) appears once, so no box is written twice."""
-    n, c, t, size = video.shape[:4]
+def box_starts(video: torch.Tensor, origin: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Element offsets (m,T) in a contiguous clip buffer of `shape` (n,C,T,S,S) of the first pixel of each box:
+    video[i]'s frame t at origin[i, t] (x, y)."""
+    c, t, size = shape[1], shape[2], shape[3]
+    return (video[:, None] * (c * t * size * size) + torch.arange(t)[None, :] * (size * size)
+            + origin[..., 1] * size + origin[..., 0])
+
+
+def draw_over(video: torch.Tensor, start: torch.Tensor, alpha: torch.Tensor, fill: torch.Tensor) -> None:
+    """Composite boxes into a contiguous clip buffer (n,C,T,S,S) in place: the box of side b starting at
+    element start[i, t] (see box_starts) becomes lerp(box, fill, alpha); alpha (m,T,1,b,b), fill (m,T,C,b,b) or
+    broadcastable. A box appears once, so none is written twice."""
+    c, t, size = video.shape[1], video.shape[2], video.shape[3]
     side = alpha.shape[-1]
-    # Box k of the view starts at element k: its channels are a frame apart, its rows a frame row apart.
     frame = t * size * size
+    # Box k of the view starts at element k: its channels are a frame apart, its rows a frame row apart.
     boxes = video.as_strided((video.numel() - (c - 1) * frame - (side - 1) * (size + 1), c, side, side),
-                             (1, frame, size, 1))
-    start = (rows[:, None] * (c * frame) + torch.arange(t)[None, :] * (size * size) + origin[..., 1] * size
-             + origin[..., 0]).flatten().to(video.device)
-    drawn = boxes.index_select(0, start).view(alpha.shape[:2] + (c, side, side)).lerp_(fill, alpha)
-    boxes.index_copy_(0, start, drawn.flatten(0, 1))
+                             (1, frame, size, 1), video.storage_offset())
+    index = start.flatten()
+    drawn = boxes.index_select(0, index).view(alpha.shape[:2] + (c, side, side)).lerp_(fill, alpha)
+    boxes.index_copy_(0, index, drawn.flatten(0, 1))
 
 
 def sample(sprites: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pmgflow.pmg.clips import ImageClips
-from pmgflow.sources.mix import VideoClips, split_counts
+from pmgflow.sources.mix import VideoClips, split_counts, texture_crops
 from pmgflow.sources.mosi import MoSIGenerator
 from pmgflow.sources.shapes import ShapesGenerator
 from pmgflow.spec.train import PretrainSpec
@@ -96,13 +96,27 @@ def test_a_mixed_batch_is_each_source_in_turn(bank):
     shapes = ShapesGenerator(spec.videos[2], 8, 32)(
         4, g, "cpu", lambda m, gen: images.crops(torch.randint(len(images), (m,), generator=gen), gen,
                                                  antialias=False))
-    assert torch.equal(made, torch.cat([mosi, pmg, shapes]))
+    assert torch.equal(made[:4], torch.cat([mosi, pmg]))
+    # texture_crops makes images.crops' crops with fewer passes over the images: equal up to float rounding
+    assert (made[4:] - shapes).abs().max() < 1e-5
 
     buffer = torch.full_like(made, -1.0)
     assert clips.clips(index, torch.Generator().manual_seed(5), out=buffer) is buffer
     assert torch.equal(buffer, made)
     other = clips.clips(index, torch.Generator().manual_seed(6))
     assert (other - made).abs().amax() > 0.1
+
+
+def test_texture_crops_are_the_images_crops(bank):
+    """The shapes' texture crops: random images, random crops without anti-aliasing, as ImageClips.crops makes
+    them from the same draws (up to float rounding), in [0, 1] at the clip size."""
+    images = ImageClips.of(pretrain(), bank)
+    made = texture_crops(images, 7, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    expected = images.crops(torch.randint(len(images), (7,), generator=g), g, antialias=False)
+    assert made.shape == (7, 3, 32, 32) and made.is_contiguous()
+    assert (made - expected).abs().max() < 1e-6
+    assert made.min() >= 0 and made.max() <= 1 and made.std() > 0.05
 
 
 def test_every_row_of_a_mixed_batch_is_filled(bank):

@@ -155,7 +155,7 @@ def whole_frames(gen: ShapesGenerator, n: int, seed: int) -> tuple[torch.Tensor,
     t, size = gen.frames, gen.size
     plan = gen.plan(n, g)
     boxes = plan.boxes(gen.times, size)
-    sprites = gen.sprites(plan, gen.groups(plan, boxes), g, torch.device("cpu"), random_images)
+    sprites = gen.sprites(plan, gen.layout(plan, boxes), g, torch.device("cpu"), random_images)
     video = gen.backgrounds(plan, g, torch.device("cpu"), random_images)[:, :, None].repeat(1, 1, t, 1, 1)
     poses = plan.poses(gen.times, size)[..., :2, :]
     alphas = torch.zeros(n, plan.present.shape[1], t, size, size)
