@@ -335,13 +335,16 @@ class ShapesGenerator:
         mats = box_poses(plan.poses(self.times, size)[layout.video, layout.slot], origin, size).to(device)
         start = box_starts(layout.video, origin, out.shape).to(device)
         colour = sprites.colour[layout.video.to(device), layout.slot.to(device)]  # (m,3)
-        out.copy_(back[:, :, None].expand(-1, -1, t, -1, -1))
+        if self.spec.background == "black":
+            out.zero_()
+        else:
+            out.copy_(back[:, :, None].expand(-1, -1, t, -1, -1))
         for group in layout.groups:  # far to near: "over"
             side = group.side
             step = max(1, chunk_size(t, side, device))
             for lo in range(group.start, group.stop, step):
                 hi = min(lo + step, group.stop)
-                grid = warp_grid(mats[lo:hi], size, side)
+                grid = warp_grid(mats[lo:hi], size, side, affine=True)
                 tiles = sample(sprites.layers[lo:hi], grid).view(hi - lo, -1, t, side, side).transpose(1, 2)
                 fill = colour[lo:hi, None, :, None, None] if sprites.flat else tiles[:, :, :3]
                 draw_over(out, start[lo:hi], tiles[:, :, -1:], fill)
