@@ -33,34 +33,29 @@ def pixel_centres(size: int, device: torch.device) -> torch.Tensor:
     return (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1
 
 
-def warp_grid(mats: torch.Tensor, size: int, side: int | None = None, affine: bool | None = None) -> torch.Tensor:
-    """(B,T,3,3) sampling homographies -> grid_sample grid (B, T*size, size, 2); with `side`, the grid
-    (B, T*side, side, 2) of the top-left side x side pixels of the size x size frame.
+def warp_grid(mats: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,T,3,3) sampling homographies -> grid_sample grid (B, T*size, size, 2).
 
     Built by broadcasting a row term and a column term (cheaper than a matmul over every pixel); the
-    projective division is done only when some matrix is not affine (`affine`: known by the caller, else
-    checked, a device sync).
+    projective division is done only when some matrix is not affine.
     """
     b, t = mats.shape[:2]
-    side = size if side is None else side
-    c = pixel_centres(size, mats.device)[:side]
-    grid = torch.empty(b, t, side, side, 2, device=mats.device)
+    c = pixel_centres(size, mats.device)
+    grid = torch.empty(b, t, size, size, 2, device=mats.device)
 
     def coord(row: int, out: torch.Tensor) -> torch.Tensor:  # m[row,0]*x + m[row,1]*y + m[row,2], (B,T,S,S)
         along_x = mats[..., row, 0, None, None] * c[None, :]
         along_y = mats[..., row, 1, None, None] * c[:, None] + mats[..., row, 2, None, None]
         return torch.add(along_x, along_y, out=out)
 
-    if affine is None:
-        affine = not bool((mats[..., 2, :2] != 0).any() or (mats[..., 2, 2] != 1).any())
-    if not affine:  # projective: divide by z
-        z = coord(2, torch.empty(b, t, side, side, device=mats.device)).clamp_min_(1e-6)
+    if bool((mats[..., 2, :2] != 0).any() or (mats[..., 2, 2] != 1).any()):  # projective: divide by z
+        z = coord(2, torch.empty(b, t, size, size, device=mats.device)).clamp_min_(1e-6)
         coord(0, grid[..., 0]).div_(z)
         coord(1, grid[..., 1]).div_(z)
     else:
         coord(0, grid[..., 0])
         coord(1, grid[..., 1])
-    return grid.view(b, t * side, side, 2)
+    return grid.view(b, t * size, size, 2)
 
 
 def is_identity(mats: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
-from pmgflow.pmg.generator import chunk_size, warp_grid
+from pmgflow.pmg.generator import chunk_size, pixel_centres
 from pmgflow.spec.pmg import REFERENCE_FRAMES
 from pmgflow.spec.sources import ShapesVideos
 
@@ -40,6 +40,7 @@ REACH_TEXELS = 0.5 + math.sqrt(2)
 # Box sides are rounded up to multiples of clip size / BOX_CLASSES (at least MIN_BOX_STEP pixels): each depth
 # slot is drawn in at most this many groups, and a box wastes at most one step of its side.
 BOX_CLASSES = 16
+BOX_SLACK = 0.05
 MIN_BOX_STEP = 8  # pixels: at small clip sizes fewer, larger groups cost less than tighter boxes
 
 TextureFn = Callable[[int, torch.Generator], torch.Tensor]
@@ -115,12 +116,12 @@ class ShapesPlan:
         REACH_TEXELS texels), for all frames, the side rounded up to a size class and at most the frame."""
         t = times.double()[None, None, :]
         scale = (1 + self.growth.double()[..., None]) ** t  # (n,K,T)
-        # The circle's radius is r*size pixels at scale 1; a texel is 2 r SPRITE_MARGIN scale pixels. Half a pixel
-        # more keeps rounding on the safe side.
-        half = self.radius.double()[..., None] * size * scale * (1 + 2 * SPRITE_MARGIN * REACH_TEXELS / size) + 0.5
+        # The circle's radius is r*size pixels at scale 1; a texel is 2 r SPRITE_MARGIN scale pixels. Pixels
+        # strictly within `half` of the centre can see alpha; BOX_SLACK pixels more absorb float rounding.
+        half = self.radius.double()[..., None] * size * scale * (1 + 2 * SPRITE_MARGIN * REACH_TEXELS / size)
         centre = (self.positions(times).double() + 1) * (size / 2) - 0.5  # pixel coordinates (x, y): pixel i at i
-        lo = (centre - half[..., None]).floor().clamp(min=0)  # the part within the frame
-        hi = (centre + half[..., None]).ceil().clamp(max=size - 1)
+        lo = (centre - half[..., None] - BOX_SLACK).ceil().clamp(min=0)  # the part within the frame
+        hi = (centre + half[..., None] + BOX_SLACK).floor().clamp(max=size - 1)
         need = (hi - lo + 1).clamp(min=1).amax((2, 3))  # (n,K): pixels spanned along either axis in any frame
         step = max(math.ceil(size / BOX_CLASSES), MIN_BOX_STEP)
         side = ((need / step).ceil() * step).clamp(max=size).long()
@@ -332,7 +333,8 @@ class ShapesGenerator:
         back = self.backgrounds(plan, generator, device, textures)
         # Per layer: the sampling matrices of its boxes and where each box starts in the clip buffer.
         origin = boxes.origin[layout.video, layout.slot]  # (m,T,2)
-        mats = box_poses(plan.poses(self.times, size)[layout.video, layout.slot], origin, size).to(device)
+        grids = BoxGrids(box_poses(plan.poses(self.times, size)[layout.video, layout.slot], origin, size).to(device),
+                         size)
         start = box_starts(layout.video, origin, out.shape).to(device)
         colour = sprites.colour[layout.video.to(device), layout.slot.to(device)]  # (m,3)
         if self.spec.background == "black":
@@ -344,11 +346,29 @@ class ShapesGenerator:
             step = max(1, chunk_size(t, side, device))
             for lo in range(group.start, group.stop, step):
                 hi = min(lo + step, group.stop)
-                grid = warp_grid(mats[lo:hi], size, side, affine=True)
-                tiles = sample(sprites.layers[lo:hi], grid).view(hi - lo, -1, t, side, side).transpose(1, 2)
+                tiles = sample(sprites.layers[lo:hi], grids(lo, hi, side)).view(hi - lo, -1, t, side, side).transpose(1, 2)
                 fill = colour[lo:hi, None, :, None, None] if sprites.flat else tiles[:, :, :3]
                 draw_over(out, start[lo:hi], tiles[:, :, -1:], fill)
         return out.clamp_(0, 1)
+
+
+class BoxGrids:
+    """grid_sample grids of boxes, from their affine sampling matrices (m,T,3,3): each coordinate of a box pixel is
+    a term along x plus a term along y, both made once for every box (at the pixel pitch of the size x size
+    frame), so a group's grid is one broadcast add."""
+
+    def __init__(self, mats: torch.Tensor, size: int):
+        c = pixel_centres(size, mats.device)
+        self.along_x = mats[..., :2, 0, None] * c  # (m,T,2,S): row k's x term, for coordinate k
+        self.along_y = mats[..., :2, 1, None] * c + mats[..., :2, 2, None]
+
+    def __call__(self, lo: int, hi: int, side: int) -> torch.Tensor:
+        """The grids (hi-lo, T*side, side, 2) of layers lo:hi, boxes of `side` pixels."""
+        t = self.along_x.shape[1]
+        grid = torch.empty(hi - lo, t, side, side, 2, device=self.along_x.device)
+        torch.add(self.along_x[lo:hi, :, :, None, :side], self.along_y[lo:hi, :, :, :side, None],
+                  out=grid.permute(0, 1, 4, 2, 3))
+        return grid.view(hi - lo, t * side, side, 2)
 
 
 def box_poses(mats: torch.Tensor, origin: torch.Tensor, size: int) -> torch.Tensor:
