@@ -257,6 +257,23 @@ def load_image_source(spec: ImageSource, size: int, *, progress: Progress | None
 # --- use of a bank ----------------------------------------------------------------------------------------
 
 
+def random_crop_boxes(b: int, h: int, w: int, scale: tuple[float, float] = (0.35, 1.0),
+                      ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """The crops of `random_resized_crop` for b images of h x w: (b, 2, 3) affine matrices from output to image
+    coordinates (grid_sample's normalized ones), [[cw, 0, x], [0, ch, y]], on the generator's device."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(4, b, generator=generator, device=device)
+    area = scale[0] + (scale[1] - scale[0]) * u[0]
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1])
+    # Crop sides as shares of the image sides: (cw W) * (ch H) = area H W and (cw W) / (ch H) = aspect.
+    cw = torch.sqrt(area * aspect * h / w).clamp(max=1.0)
+    ch = torch.sqrt(area / aspect * w / h).clamp(max=1.0)
+    zero = torch.zeros_like(cw)
+    theta = torch.stack([cw, zero, (1 - cw) * (2 * u[2] - 1), zero, ch, (1 - ch) * (2 * u[3] - 1)], 1)
+    return theta.view(b, 2, 3)
+
+
 def random_resized_crop(
     images: torch.Tensor,
     out_size: int,
@@ -274,16 +291,7 @@ def random_resized_crop(
     aliasing; the factor depends only on the shapes, so it costs no device sync.
     """
     b, c, h, w = images.shape
-    device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(4, b, generator=generator, device=device)
-    area = scale[0] + (scale[1] - scale[0]) * u[0]
-    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1])
-    # Crop sides as shares of the image sides: (cw W) * (ch H) = area H W and (cw W) / (ch H) = aspect.
-    cw = torch.sqrt(area * aspect * h / w).clamp(max=1.0)
-    ch = torch.sqrt(area / aspect * w / h).clamp(max=1.0)
-    zero = torch.zeros_like(cw)
-    theta = torch.stack([cw, zero, (1 - cw) * (2 * u[2] - 1), zero, ch, (1 - ch) * (2 * u[3] - 1)], 1)
-    theta = theta.view(b, 2, 3).to(images.device, images.dtype)
+    theta = random_crop_boxes(b, h, w, scale, ratio, generator).to(images.device, images.dtype)
     k = min(4, max(1, math.ceil(max(h, w) / out_size))) if antialias else 1
     grid = F.affine_grid(theta, [b, c, out_size * k, out_size * k], align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

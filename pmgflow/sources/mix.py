@@ -13,9 +13,11 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
-from pmgflow.data.images import ImageBank, random_resized_crop
+from pmgflow.data.images import ImageBank, random_crop_boxes
 from pmgflow.pmg.clips import ImageClips
+from pmgflow.pmg.generator import pixel_centres
 from pmgflow.sources.mosi import MoSIGenerator
 from pmgflow.sources.shapes import ShapesGenerator
 from pmgflow.spec.sources import MoSIVideos, PMGVideos, ShapesVideos
@@ -115,7 +117,13 @@ def texture_crops(images: ImageClips, m: int, g: torch.Generator, device: Device
     scaled to [0, 1] afterwards. No anti-aliased crop: a texture is at most a 1.25x reduction of its stored
     image, and posing the sprite resamples it anyway (the anti-aliased crop cost 10x as much at 112 px)."""
     indices = torch.randint(len(images), (m,), generator=g)
-    stored = images.images(indices, device, channels_last=True)
-    crops = random_resized_crop(stored.float(), images.pmg.spec.size, scale=images.crop_scale, generator=g,
-                                antialias=False)
+    stored = images.images(indices, device, channels_last=True).float()
+    size, (h, w) = images.pmg.spec.size, stored.shape[-2:]
+    theta = random_crop_boxes(m, h, w, images.crop_scale, generator=g).to(stored.device)
+    # An axis-aligned crop: x depends on the column only, y on the row only (cheaper than affine_grid's matmul).
+    c = pixel_centres(size, stored.device)
+    grid = torch.empty(m, size, size, 2, device=stored.device)
+    grid[..., 0] = (theta[:, 0, 0, None] * c + theta[:, 0, 2, None])[:, None, :]
+    grid[..., 1] = (theta[:, 1, 1, None] * c + theta[:, 1, 2, None])[:, :, None]
+    crops = F.grid_sample(stored, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return crops.mul_(1 / 255)
