@@ -4,9 +4,10 @@ Part 1, generation: clips/s of ShapesGenerator (image-textured and flat objects)
 naive renderer that makes the same clips frame by frame, the way a straightforward implementation draws them
 (Yu et al.'s generator draws frame by frame): Python loops over videos, frames and objects, one affine_grid +
 grid_sample of one sprite's alpha and texture (or one window) per object per frame, composited far to near. The
-naive renderer takes its plan, sprites and backgrounds from the generator itself (ShapesGenerator.plan / sprites
-/ backgrounds, ShapesPlan.poses; MoSIGenerator.plan), so both draw the same clips from the same seed and do the
-same work; the bench checks that their pixels agree (max abs difference < 1e-4) before timing. And against a
+naive renderer takes its plan, sprites and backgrounds from the generator itself (ShapesGenerator.plan / layout
+/ sprites / backgrounds, ShapesPlan.poses; MoSIGenerator.plan), so both draw the same clips from the same seed
+(the batched one samples each object in its box only, the naive one over whole frames); the bench checks that
+their pixels agree (max abs difference < 1e-4) before timing. And against a
 second naive renderer made the way bench/pmg_throughput.py makes PMG's reference: PIL, frame by frame, 8 bits a
 channel (each object an affine transform of its sprite, then alpha_composite; MoSI each frame the window's box
 resized), from the same plan, sprites and windows (mean abs difference < 0.01: 8-bit rounding). All write into a
@@ -23,7 +24,7 @@ The CPU model and load averages are printed with the results. While other work h
 torch threads spend their time waiting for each other (many small operations slow down most: 30x for the
 naive renderer); run with --threads 1 then.
 
-    python bench/source_throughput.py              # about 5 minutes on 2 free cores
+    python bench/source_throughput.py              # about 3 minutes on 2 free cores (4 with --threads 1)
     python bench/source_throughput.py --quick      # fewer repetitions, under 2 minutes
     python bench/source_throughput.py --threads 1
 """

@@ -34,14 +34,14 @@ from pmgflow.spec.sources import ShapesVideos
 SPRITE_MARGIN = 1.15
 MAX_CORNERS = 6
 # How far past the shape's circle (radius 1/SPRITE_MARGIN) a sample of the sprite can see alpha, in texels: the
-# soft edge reaches half a texel (alpha > 0 within one texel-half of the rim), bilinear sampling one more texel
-# along each axis (sqrt 2 texels away on a diagonal: 2 sqrt 2 half-texels).
+# soft edge reaches half a texel past the rim, and a bilinear sample sees texels less than one texel away along
+# each axis (up to sqrt 2 texels on a diagonal).
 REACH_TEXELS = 0.5 + math.sqrt(2)
 # Box sides are rounded up to multiples of clip size / BOX_CLASSES (at least MIN_BOX_STEP pixels): each depth
 # slot is drawn in at most this many groups, and a box wastes at most one step of its side.
 BOX_CLASSES = 16
-BOX_SLACK = 0.05
 MIN_BOX_STEP = 8  # pixels: at small clip sizes fewer, larger groups cost less than tighter boxes
+BOX_SLACK = 0.05  # pixels added to each side of a box's exact extent, for float rounding
 
 TextureFn = Callable[[int, torch.Generator], torch.Tensor]
 """(m, generator) -> m texture images (m, 3, h, w) in [0, 1] on the render device."""
