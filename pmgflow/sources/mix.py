@@ -24,6 +24,7 @@ from pmgflow.spec.sources import MoSIVideos, PMGVideos, ShapesVideos
 from pmgflow.spec.train import PretrainSpec
 
 Device = torch.device | str | None
+CROP_CHUNK_BYTES = 8 << 20  # float stored images converted at once by texture_crops, on the CPU
 
 
 def split_counts(n: int, fractions: list[float], g: torch.Generator) -> list[int]:
@@ -113,17 +114,24 @@ class VideoClips:
 def texture_crops(images: ImageClips, m: int, g: torch.Generator, device: Device = None) -> torch.Tensor:
     """The shapes source's image textures: m random crops (m,3,size,size) of random images of the source, as
     `images.crops(indices, g, device, antialias=False)` makes them (equal up to float rounding), with fewer passes
-    over the stored images: they are converted to float in their stored (channels-last) layout and the crops
-    scaled to [0, 1] afterwards. No anti-aliased crop: a texture is at most a 1.25x reduction of its stored
-    image, and posing the sprite resamples it anyway (the anti-aliased crop cost 10x as much at 112 px)."""
+    over the stored images: they are converted to float in their stored (channels-last) layout, a few at a time
+    on the CPU (small buffers are reused by the allocator; a large one is mapped, and faulted in, anew every
+    batch), and the crops scaled to [0, 1] afterwards. No anti-aliased crop: a texture is at most a 1.25x
+    reduction of its stored image, and posing the sprite resamples it anyway (the anti-aliased crop cost 10x as
+    much at 112 px)."""
     indices = torch.randint(len(images), (m,), generator=g)
-    stored = images.images(indices, device, channels_last=True).float()
-    size, (h, w) = images.pmg.spec.size, stored.shape[-2:]
-    theta = random_crop_boxes(m, h, w, images.crop_scale, generator=g).to(stored.device)
-    # An axis-aligned crop: x depends on the column only, y on the row only (cheaper than affine_grid's matmul).
-    c = pixel_centres(size, stored.device)
-    grid = torch.empty(m, size, size, 2, device=stored.device)
-    grid[..., 0] = (theta[:, 0, 0, None] * c + theta[:, 0, 2, None])[:, None, :]
-    grid[..., 1] = (theta[:, 1, 1, None] * c + theta[:, 1, 2, None])[:, :, None]
-    crops = F.grid_sample(stored, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return crops.mul_(1 / 255)
+    size, (h, w) = images.pmg.spec.size, images.bank.images.shape[1:3]
+    theta = random_crop_boxes(m, h, w, images.crop_scale, generator=g)
+    out = torch.empty(m, 3, size, size, device=device)
+    c = pixel_centres(size, out.device)
+    step = m if out.device.type != "cpu" else max(1, CROP_CHUNK_BYTES // (3 * h * w * 4))
+    for lo in range(0, m, step):
+        hi = min(lo + step, m)
+        stored = images.images(indices[lo:hi], out.device, channels_last=True).float()
+        box = theta[lo:hi].to(out.device)
+        # An axis-aligned crop: x depends on the column only, y on the row only (cheaper than affine_grid's matmul).
+        grid = torch.empty(hi - lo, size, size, 2, device=out.device)
+        grid[..., 0] = (box[:, 0, 0, None] * c + box[:, 0, 2, None])[:, None, :]
+        grid[..., 1] = (box[:, 1, 1, None] * c + box[:, 1, 2, None])[:, :, None]
+        out[lo:hi] = F.grid_sample(stored, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.mul_(1 / 255)

@@ -230,12 +230,14 @@ def noise_textures(m: int, size: int, g: torch.Generator, device: torch.device) 
 
 
 class ShapesGenerator:
-    """Videos (n,3,T,size,size) in [0,1] of moving shapes, per `ShapesVideos`."""
+    """Videos (n,3,T,size,size) in [0,1] of moving shapes, per `ShapesVideos`. A generator keeps a buffer
+    between calls: one generator serves one thread at a time."""
 
     def __init__(self, spec: ShapesVideos, frames: int, size: int):
         self.spec, self.frames, self.size = spec, frames, size
         self.times = reference_times(frames)
         self.needs_images = spec.texture == "image" or spec.background == "image"
+        self._layers: torch.Tensor | None = None  # sprite layers' buffer, reused by every call
 
     def plan(self, n: int, g: torch.Generator) -> ShapesPlan:
         """Draw every object of n videos (CPU)."""
@@ -285,15 +287,19 @@ class ShapesGenerator:
         return Layout(video, slot, groups)
 
     def sprites(self, plan: ShapesPlan, layout: Layout, g: torch.Generator, device: torch.device,
-                textures: TextureFn | None) -> Sprites:
-        """The sprites of the filled object slots, one layer each in drawing order."""
+                textures: TextureFn | None, out: torch.Tensor | None = None) -> Sprites:
+        """The sprites of the filled object slots, one layer each in drawing order (written into `out`, a
+        buffer of at least m layers, if given)."""
         n, k = plan.present.shape
         size = self.size
         m = len(layout.video)
         row = torch.full((n, k), -1, dtype=torch.long)
         row[layout.video, layout.slot] = torch.arange(m)
         objects = layout.video * k + layout.slot
-        layers = torch.empty(m, 1 if self.spec.texture == "flat" else 4, size, size, device=device)
+        channels = 1 if self.spec.texture == "flat" else 4
+        if out is None:
+            out = torch.empty(m * channels * size * size, device=device)
+        layers = out.flatten()[:m * channels * size * size].view(m, channels, size, size)
         shape_alpha(plan.corners.flatten()[objects], plan.angles.flatten(0, 1)[objects], size, device,
                     out=layers[:, -1:])
         if self.spec.texture != "flat":
@@ -329,7 +335,13 @@ class ShapesGenerator:
         plan = self.plan(n, generator)
         boxes = plan.boxes(self.times, size)
         layout = self.layout(plan, boxes)
-        sprites = self.sprites(plan, layout, generator, device, textures)
+        # The sprite layers go to a buffer kept across batches: a large new buffer would be mapped, and faulted
+        # in, anew every batch (as much as a tenth of a batch's time on the CPU).
+        channels = 1 if self.spec.texture == "flat" else 4
+        need = plan.present.numel() * channels * size * size
+        if self._layers is None or self._layers.device != device or self._layers.numel() < need:
+            self._layers = torch.empty(need, device=device)
+        sprites = self.sprites(plan, layout, generator, device, textures, out=self._layers)
         back = self.backgrounds(plan, generator, device, textures)
         # Per layer: the sampling matrices of its boxes and where each box starts in the clip buffer.
         origin = boxes.origin[layout.video, layout.slot]  # (m,T,2)
