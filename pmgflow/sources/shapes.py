@@ -339,8 +339,8 @@ class ShapesGenerator:
         # in, anew every batch (as much as a tenth of a batch's time on the CPU).
         channels = 1 if self.spec.texture == "flat" else 4
         need = plan.present.numel() * channels * size * size
-        if self._layers is None or self._layers.device != device or self._layers.numel() < need:
-            self._layers = torch.empty(need, device=device)
+        if self._layers is None or self._layers.device != out.device or self._layers.numel() < need:
+            self._layers = torch.empty(need, device=out.device)
         sprites = self.sprites(plan, layout, generator, device, textures, out=self._layers)
         back = self.backgrounds(plan, generator, device, textures)
         # Per layer: the sampling matrices of its boxes and where each box starts in the clip buffer.
