@@ -1,5 +1,6 @@
 """Synthetic moving shapes: what the videos hold (range, seeds, motion laws, occlusion) and what the plans draw."""
 
+import contextlib
 import math
 from unittest import mock
 
@@ -148,9 +149,9 @@ def test_a_texture_of_one_colour_draws_as_that_flat_colour():
     assert torch.allclose(textured, flat, atol=1e-5)
 
 
-def whole_frames(gen: ShapesGenerator, n: int, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def whole_frames(gen: ShapesGenerator, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, shapes.Boxes]:
     """The generator's videos drawn the plain way, every object sampled over whole frames (as in the bench's
-    naive renderer, batched over frames), and each object's alpha over whole frames (n,K,T,S,S)."""
+    naive renderer, batched over frames), each object's alpha over whole frames (n,K,T,S,S), and the boxes."""
     g = torch.Generator().manual_seed(seed)
     t, size = gen.frames, gen.size
     plan = gen.plan(n, g)
@@ -170,6 +171,13 @@ def whole_frames(gen: ShapesGenerator, n: int, seed: int) -> tuple[torch.Tensor,
     return video.clamp(0, 1), alphas, boxes
 
 
+@contextlib.contextmanager
+def exact_boxes():
+    """Boxes of exactly the side needed: no rounding up to a size class, so a box too small shows."""
+    with mock.patch.object(shapes, "BOX_CLASSES", 10 ** 6), mock.patch.object(shapes, "MIN_BOX_STEP", 1):
+        yield
+
+
 @pytest.mark.parametrize("spec", [
     {"texture": "image"},
     {"texture": "noise", "background": "noise", "objects": (1, 4)},
@@ -178,13 +186,13 @@ def whole_frames(gen: ShapesGenerator, n: int, seed: int) -> tuple[torch.Tensor,
     {"radius": (0.1, 0.4), "radius_power": 0, "objects": (12, 12)},
 ])
 @pytest.mark.parametrize("frames, size", [(8, 32), (4, 19), (3, 64)])
-@pytest.mark.parametrize("classes", [shapes.BOX_CLASSES, 10 ** 6])
-def test_drawing_in_boxes_gives_the_whole_frames(spec, frames, size, classes):
+@pytest.mark.parametrize("exact", [False, True])
+def test_drawing_in_boxes_gives_the_whole_frames(spec, frames, size, exact):
     """Objects are sampled only inside their boxes: the videos equal those drawn over whole frames, and no
     object's alpha reaches a pixel outside its box in any frame (huge, tiny, fast, growing objects included;
     also with boxes of exactly the side needed, no rounding up to a size class)."""
     gen = ShapesGenerator(ShapesVideos(**spec), frames, size)
-    with mock.patch.object(shapes, "BOX_CLASSES", classes):
+    with exact_boxes() if exact else contextlib.nullcontext():
         expected, alphas, boxes = whole_frames(gen, 6, seed=3)
         made = gen(6, torch.Generator().manual_seed(3), textures=random_images)
     assert (made - expected).abs().max() < 1e-4
@@ -209,7 +217,7 @@ def test_an_acute_corner_stays_within_its_box():
     sharp = [0.75 * math.pi, 1.75 * math.pi - 0.05, 1.75 * math.pi + 0.05]
     plan = video_plan([{"corners": 3, "angles": sharp + sharp[-1:] * 3, "radius": 0.15, "angle0": 0.3}])
     gen = ShapesGenerator(ShapesVideos(objects=(1, 1), shapes=["polygon"], motion="static"), 2, 48)
-    with mock.patch.object(gen, "plan", lambda n, g: plan), mock.patch.object(shapes, "BOX_CLASSES", 10 ** 6):
+    with mock.patch.object(gen, "plan", lambda n, g: plan), exact_boxes():
         expected, alphas, boxes = whole_frames(gen, 1, seed=0)
         made = gen(1, torch.Generator().manual_seed(0))
     assert bool((outside_alpha(alphas, boxes) == 0).all())
