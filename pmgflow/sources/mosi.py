@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pmgflow.sources.shapes import reference_times
+from pmgflow.sources.shapes import reference_times, squares
 from pmgflow.spec.sources import MoSIVideos
 
 
@@ -90,7 +90,7 @@ class MoSIGenerator:
         canvas, offsets = self.canvases(images.float(), plan)  # (n,3,H,W), (n,T) flat offsets of frame corners
         h, w = canvas.shape[-2:]
         # Every frame's crop as one view of the canvases: crop i starts at flat element i, rows W apart.
-        crops = canvas.as_strided((canvas.numel() - (size - 1) * (w + 1), size, size), (1, w, 1))
+        crops = squares(canvas, size, w)[:, 0]
         planes = torch.arange(n * 3, device=canvas.device).view(n, 3, 1) * (h * w)
         index = (planes + offsets[:, None]).flatten()  # (n*3*T,) in the clips' order
         if out is None or not out.is_contiguous() or (out.dtype, out.device) != (canvas.dtype, canvas.device):

@@ -190,7 +190,7 @@ def shape_alpha(corners: torch.Tensor, angles: torch.Tensor, size: int, device: 
     m = len(corners)
     if out is None:
         out = torch.empty(m, 1, size, size, device=device)
-    c = (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1  # texel centres, x or y
+    c = pixel_centres(size, device)  # texel centres, x or y
     r = 1 / SPRITE_MARGIN
     circle = (c[None, :] ** 2 + c[:, None] ** 2).sqrt_() - r  # (S,S) signed distance to the rim
 
@@ -238,6 +238,11 @@ class ShapesGenerator:
         self.times = reference_times(frames)
         self.needs_images = spec.texture == "image" or spec.background == "image"
         self._layers: torch.Tensor | None = None  # sprite layers' buffer, reused by every call
+
+    @property
+    def channels(self) -> int:
+        """Channels of a sprite layer: the mask, after the texture's three if the fill is not flat."""
+        return 1 if self.spec.texture == "flat" else 4
 
     def plan(self, n: int, g: torch.Generator) -> ShapesPlan:
         """Draw every object of n videos (CPU)."""
@@ -296,7 +301,7 @@ class ShapesGenerator:
         row = torch.full((n, k), -1, dtype=torch.long)
         row[layout.video, layout.slot] = torch.arange(m)
         objects = layout.video * k + layout.slot
-        channels = 1 if self.spec.texture == "flat" else 4
+        channels = self.channels
         if out is None:
             out = torch.empty(m * channels * size * size, device=device)
         layers = out.flatten()[:m * channels * size * size].view(m, channels, size, size)
@@ -337,8 +342,7 @@ class ShapesGenerator:
         layout = self.layout(plan, boxes)
         # The sprite layers go to a buffer kept across batches: a large new buffer would be mapped, and faulted
         # in, anew every batch (as much as a tenth of a batch's time on the CPU).
-        channels = 1 if self.spec.texture == "flat" else 4
-        need = plan.present.numel() * channels * size * size
+        need = plan.present.numel() * self.channels * size * size
         if self._layers is None or self._layers.device != out.device or self._layers.numel() < need:
             self._layers = torch.empty(need, device=out.device)
         sprites = self.sprites(plan, layout, generator, device, textures, out=self._layers)
@@ -400,16 +404,21 @@ def box_starts(video: torch.Tensor, origin: torch.Tensor, shape: torch.Size) -> 
             + origin[..., 1] * size + origin[..., 0])
 
 
+def squares(flat: torch.Tensor, side: int, row: int, planes: int = 1, plane: int = 0) -> torch.Tensor:
+    """Every square of side x side elements of a contiguous tensor as one view (L, planes, side, side): square k
+    starts at element k, its rows `row` elements apart and its planes `plane` apart (L: the squares that fit).
+    `index_select` on it gathers squares at any element offsets; `index_copy_` writes them back."""
+    return flat.as_strided((flat.numel() - (planes - 1) * plane - (side - 1) * (row + 1), planes, side, side),
+                           (1, plane, row, 1), flat.storage_offset())
+
+
 def draw_over(video: torch.Tensor, start: torch.Tensor, alpha: torch.Tensor, fill: torch.Tensor) -> None:
     """Composite boxes into a contiguous clip buffer (n,C,T,S,S) in place: the box of side b starting at
     element start[i, t] (see box_starts) becomes lerp(box, fill, alpha); alpha (m,T,1,b,b), fill (m,T,C,b,b) or
     broadcastable. A box appears once, so none is written twice."""
     c, t, size = video.shape[1], video.shape[2], video.shape[3]
     side = alpha.shape[-1]
-    frame = t * size * size
-    # Box k of the view starts at element k: its channels are a frame apart, its rows a frame row apart.
-    boxes = video.as_strided((video.numel() - (c - 1) * frame - (side - 1) * (size + 1), c, side, side),
-                             (1, frame, size, 1), video.storage_offset())
+    boxes = squares(video, side, size, c, t * size * size)  # channels a frame apart
     index = start.flatten()
     drawn = boxes.index_select(0, index).view(alpha.shape[:2] + (c, side, side)).lerp_(fill, alpha)
     boxes.index_copy_(0, index, drawn.flatten(0, 1))
